@@ -1,0 +1,33 @@
+"""Operator pages for teams: list, disable, halt, and rotate a key (shown once)."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from accounts.models import ApiKey, Team
+from accounts.services import key_rotate
+
+
+class ApiKeyInline(admin.TabularInline):
+    model = ApiKey
+    extra = 0
+    can_delete = False
+    fields = ("prefix", "created_at", "revoked_at")
+    readonly_fields = fields
+
+
+@admin.register(Team)
+class TeamAdmin(admin.ModelAdmin):
+    list_display = ("team_id", "name", "role", "active", "trading_halted", "created_at")
+    list_filter = ("role", "active", "trading_halted")
+    search_fields = ("name",)
+    inlines = [ApiKeyInline]
+    actions = ["rotate_key"]
+
+    @admin.action(description="Rotate API key (revokes the old ones at once)")
+    def rotate_key(self, request: HttpRequest, queryset: QuerySet[Team]) -> None:
+        for team in queryset:
+            key = key_rotate(team)
+            self.message_user(request, f"{team.team_id} {team.name}: new key {key} (shown only now)", messages.WARNING)

@@ -1,0 +1,122 @@
+"""Reading a ``POST /orders`` body into an order request, or saying exactly why it cannot be.
+
+The body is parsed with ``Decimal`` for numbers, so a price never becomes a float.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from exchange.codes import RejectCode
+
+FIELDS = {"instrument_id", "order_type", "side", "quantity", "price", "client_order_id", "time_in_force", "request_id"}
+REQUIRED = ("instrument_id", "order_type", "side", "quantity")
+MAX_BODY = 8192
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    instrument_id: str
+    order_type: str
+    side: str
+    quantity: int
+    price: Decimal | None
+    time_in_force: str
+    client_order_id: str | None
+    request_id: str | None
+
+
+class OrderFormError(Exception):
+    def __init__(self, code: RejectCode, message: str, details: dict[str, Any] | None = None, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+        self.status = status
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    if len(body) > MAX_BODY:
+        raise OrderFormError(RejectCode.INVALID_JSON, "the body is too large", {"max_bytes": MAX_BODY}, status=413)
+    try:
+        data = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError):
+        raise OrderFormError(RejectCode.INVALID_JSON, "the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise OrderFormError(RejectCode.INVALID_JSON, "the body must be a JSON object")
+    return data
+
+
+def _optional_string(data: dict[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= 64:
+        code = RejectCode.INVALID_CLIENT_ORDER_ID if name == "client_order_id" else RejectCode.INVALID_JSON
+        raise OrderFormError(code, f"{name} must be a string of 1 to 64 characters", {"field": name})
+    return value
+
+
+def order_request(data: dict[str, Any]) -> OrderRequest:
+    unknown = sorted(set(data) - FIELDS)
+    if unknown:
+        raise OrderFormError(RejectCode.UNKNOWN_FIELD, f"unknown field: {unknown[0]}", {"fields": unknown})
+    for name in REQUIRED:
+        if data.get(name) is None:
+            raise OrderFormError(RejectCode.MISSING_FIELD, f"{name} is required", {"field": name})
+    instrument_id = data["instrument_id"]
+    if not isinstance(instrument_id, str) or not 1 <= len(instrument_id) <= 64:
+        raise OrderFormError(RejectCode.INVALID_INSTRUMENT, "instrument_id must be a string", {"field": "instrument_id"})
+    side = data["side"]
+    if side not in ("buy", "sell"):
+        raise OrderFormError(RejectCode.INVALID_SIDE, "side must be 'buy' or 'sell'", {"field": "side"})
+    order_type = data["order_type"]
+    if order_type not in ("limit", "market"):
+        raise OrderFormError(RejectCode.INVALID_ORDER_TYPE, "order_type must be 'limit' or 'market'", {"field": "order_type"})
+    quantity = data["quantity"]
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1 or quantity > 2**31 - 1:
+        raise OrderFormError(RejectCode.INVALID_QUANTITY, "quantity must be an integer of at least 1", {"field": "quantity"})
+    tif = data.get("time_in_force")
+    if tif is not None and tif not in ("gtc", "day", "ioc", "fok"):
+        raise OrderFormError(
+            RejectCode.INVALID_TIME_IN_FORCE, "time_in_force must be gtc, day, ioc or fok", {"field": "time_in_force"}
+        )
+    price = data.get("price")
+    if order_type == "market":
+        if price is not None:
+            raise OrderFormError(RejectCode.PRICE_NOT_ALLOWED, "market orders take no price", {"field": "price"})
+        time_in_force = "ioc"
+    else:
+        if price is None:
+            raise OrderFormError(RejectCode.MISSING_PRICE, "limit orders need a price", {"field": "price"})
+        price = _positive_price(price)
+        time_in_force = tif or "gtc"
+    return OrderRequest(
+        instrument_id=instrument_id,
+        order_type=order_type,
+        side=side,
+        quantity=quantity,
+        price=price,
+        time_in_force=time_in_force,
+        client_order_id=_optional_string(data, "client_order_id"),
+        request_id=_optional_string(data, "request_id"),
+    )
+
+
+def _positive_price(value: Any) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        raise OrderFormError(RejectCode.INVALID_PRICE, "price must be a number", {"field": "price"})
+    try:
+        price = Decimal(value)
+    except InvalidOperation:  # pragma: no cover - ints and parsed decimals always convert
+        raise OrderFormError(RejectCode.INVALID_PRICE, "price must be a number", {"field": "price"}) from None
+    if not price.is_finite() or price <= 0 or price >= Decimal("1e9"):
+        raise OrderFormError(RejectCode.INVALID_PRICE, "price must be a positive finite number", {"field": "price"})
+    return price

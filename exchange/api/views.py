@@ -1,0 +1,190 @@
+"""The REST API: one view per action; writes go through services, reads through selectors."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import connection
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.authentication import team_of
+from exchange import clock
+from exchange.api.order_input import OrderFormError, order_request, parse_body
+from exchange.codes import RejectCode
+from exchange.models import Fill, Instrument, Order
+from exchange.prices import wire
+from exchange.selectors import fill_object, game_state, order_object, team_fills, team_positions
+from exchange.liveness import worker_alive
+from exchange.services.orders import order_submit
+from tradinggame.errors import ApiError
+
+ID_PATTERN = re.compile(r"^(ORD|TRD|TEAM)_(\d{1,18})$")
+
+
+def parse_id(value: str, prefix: str) -> int | None:
+    match = ID_PATTERN.match(value or "")
+    if not match or match.group(1) != prefix:
+        return None
+    return int(match.group(2))
+
+
+class HealthView(APIView):
+    authentication_classes: list[type] = []
+    permission_classes = [AllowAny]
+
+    def get(self, request: Request) -> Response:
+        components = {"database": _database_ok(), "redis": False, "matching_worker": False}
+        try:
+            client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+            components["redis"] = bool(client.ping())
+            components["matching_worker"] = worker_alive(client)
+        except redis.RedisError:
+            pass
+        healthy = all(components.values())
+        body = {"status": "ok" if healthy else "degraded", "service": settings.EXCHANGE_SERVICE_NAME, "components": components}
+        return Response(body, status=200 if healthy else 503)
+
+
+def _database_ok() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return True
+    except Exception:
+        return False
+
+
+def _order_reply(order: Order | None, request_id: str | None, **overrides: Any) -> dict[str, Any]:
+    reply: dict[str, Any] = {
+        "order_id": None,
+        "client_order_id": None,
+        "status": "rejected",
+        "timestamp": clock.iso(clock.now()),
+        "filled_quantity": 0,
+        "average_price": None,
+        "fees": 0.0,
+        "liquidity_type": None,
+        "error_code": None,
+        "error_message": None,
+        "details": None,
+        "request_id": request_id,
+    }
+    if order is not None:
+        accepted = order.status != "rejected"
+        reply.update(
+            order_id=order.order_id,
+            client_order_id=order.client_order_id,
+            status="accepted" if accepted else "rejected",
+            timestamp=clock.iso(order.created_at),
+            error_code=order.error_code,
+            error_message=order.error_message,
+            details=getattr(order, "rejection_details", None),
+        )
+    reply.update(overrides)
+    return reply
+
+
+class OrdersView(APIView):
+    def post(self, request: Request) -> Response:
+        """Submit an order. Always answers in the order-reply shape."""
+        team = team_of(request)
+        request_id = None
+        try:
+            content_type = request.content_type.split(";")[0].strip().lower()
+            if content_type not in ("application/json", ""):
+                raise OrderFormError(
+                    RejectCode.UNSUPPORTED_MEDIA_TYPE, "send the order as application/json", status=415
+                )
+            data = parse_body(request.body)
+            if isinstance(data.get("request_id"), str):
+                request_id = data["request_id"][:64]
+            order_req = order_request(data)
+        except OrderFormError as error:
+            reply = _order_reply(
+                None, request_id, error_code=error.code.value, error_message=error.message, details=error.details
+            )
+            return Response(reply, status=error.status)
+        order = order_submit(team, order_req)
+        return Response(_order_reply(order, order_req.request_id))
+
+    def get(self, request: Request) -> Response:
+        team = team_of(request)
+        orders = Order.objects.filter(team=team).order_by("id")
+        if request.query_params.get("status") != "all":
+            orders = orders.filter(status__in=("pending_new", "new", "partially_filled"))
+        if instrument := request.query_params.get("instrument_id"):
+            orders = orders.filter(instrument_symbol=instrument)
+        return Response({"orders": [order_object(order) for order in orders[:5000]]})
+
+
+class OrderDetailView(APIView):
+    def get(self, request: Request, order_id: str) -> Response:
+        team = team_of(request)
+        pk = parse_id(order_id, "ORD")
+        order = Order.objects.filter(pk=pk, team=team).first() if pk else None
+        if order is None:
+            raise ApiError("ORDER_NOT_FOUND", "no such order", 404)
+        fills = Fill.objects.filter(order=order).order_by("trade_id")
+        return Response(dict(order_object(order), fills=[fill_object(f, order.client_order_id) for f in fills]))
+
+
+class PositionsView(APIView):
+    def get(self, request: Request, team_id: str | None = None) -> Response:
+        team = team_of(request)
+        if team_id is not None and team_id != team.team_id:
+            raise ApiError("FORBIDDEN", "teams may only read their own positions", 403)
+        return Response({"team_id": team.team_id, "positions": team_positions(team)})
+
+
+class FillsView(APIView):
+    def get(self, request: Request) -> Response:
+        team = team_of(request)
+        since = request.query_params.get("since_trade_id")
+        since_pk = None
+        if since:
+            since_pk = parse_id(since, "TRD")
+            if since_pk is None:
+                raise ApiError("INVALID_TRADE_ID", "since_trade_id must look like TRD_<n>", 400)
+        return Response({"fills": team_fills(team, since_pk)})
+
+
+class InstrumentsView(APIView):
+    def get(self, request: Request) -> Response:
+        return Response(
+            {
+                "instruments": [
+                    {
+                        "instrument_id": i.symbol,
+                        "underlying": i.underlying,
+                        "option_type": i.option_type,
+                        "strike": wire(i.strike),
+                        "expiry": i.expiry.isoformat() if i.expiry else None,
+                        "tick_size": wire(i.tick_size),
+                        "multiplier": i.multiplier,
+                        "max_order_size": i.max_order_size,
+                        "status": "halted" if i.halted else "active",
+                    }
+                    for i in Instrument.objects.filter(listed=True)
+                ]
+            }
+        )
+
+
+class GameView(APIView):
+    def get(self, request: Request) -> Response:
+        game = game_state()
+        return Response(
+            {
+                "phase": game.phase,
+                "next_phase": None,
+                "next_phase_at": None,
+                "schedule": [],
+                "server_time": clock.iso(clock.now()),
+            }
+        )

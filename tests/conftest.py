@@ -1,0 +1,87 @@
+"""Shared fixtures: teams with keys, an API client, the demo instruments, and the session's
+embedded Redis (stopped at the end if the session started it)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("ITG_INSTANCE", "test")
+
+from collections.abc import Callable  # noqa: E402
+from decimal import Decimal  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from rest_framework.test import APIClient  # noqa: E402
+
+from accounts.models import Team  # noqa: E402
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    from tradinggame.celery import app
+
+    app.control.purge()  # leftovers from an earlier run must not wake anything
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from django.conf import settings
+
+    from tradinggame import embedded_redis
+
+    if settings.EMBEDDED_REDIS_DIR and os.environ.get("ITG_KEEP_REDIS") != "1":
+        embedded_redis.stop(Path(settings.EMBEDDED_REDIS_DIR))
+
+
+@pytest.fixture
+def make_team(db: None) -> Callable[..., tuple[Team, str]]:
+    """Create a team through the registration service; returns (team, api_key)."""
+    from accounts.services import team_register
+
+    counter = iter(range(1, 10_000))
+
+    def make(role: str = "market_maker", name: str | None = None) -> tuple[Team, str]:
+        return team_register(name or f"team_{role}_{next(counter)}", role)
+
+    return make
+
+
+@pytest.fixture
+def instruments(db: None) -> list[str]:
+    from exchange.models import Instrument
+
+    symbols = []
+    for strike in (4400, 4500):
+        for option_type in ("call", "put"):
+            symbol = f"SPX_{strike}_{option_type.upper()}"
+            Instrument.objects.get_or_create(
+                symbol=symbol, defaults={"underlying": "SPX", "option_type": option_type, "strike": Decimal(strike)}
+            )
+            symbols.append(symbol)
+    return symbols
+
+
+@pytest.fixture
+def api() -> Callable[[str | None], APIClient]:
+    def client(key: str | None = None) -> APIClient:
+        c = APIClient()
+        if key:
+            c.credentials(HTTP_X_API_KEY=key)
+        return c
+
+    return client
+
+
+@pytest.fixture
+def order_body() -> Callable[..., dict[str, object]]:
+    def body(**fields: object) -> dict[str, object]:
+        base: dict[str, object] = {
+            "instrument_id": "SPX_4500_CALL",
+            "order_type": "limit",
+            "side": "buy",
+            "quantity": 10,
+            "price": 100.0,
+        }
+        base.update(fields)
+        return {k: v for k, v in base.items() if v is not None}
+
+    return body
