@@ -54,10 +54,12 @@ class Outbox:
         layer = get_channel_layer()
         if layer is None:
             return
-        sends = [
-            layer.group_send(team_group(team_pk), {"type": "team.messages", "messages": messages})
-            for team_pk, messages in self.private.items()
-        ]
+        await asyncio.gather(
+            *(
+                layer.group_send(team_group(team_pk), {"type": "team.messages", "messages": messages})
+                for team_pk, messages in self.private.items()
+            )
+        )
+        # Public frames after the private ones: a team hears of its own fill before the tape does.
         if self.public:
-            sends.append(layer.group_send(MARKET_GROUP, {"type": "market.messages", "messages": self.public}))
-        await asyncio.gather(*sends)
+            await layer.group_send(MARKET_GROUP, {"type": "market.messages", "messages": self.public})

@@ -7,17 +7,13 @@ from typing import Any
 
 from accounts.models import Team
 from exchange.clock import iso
-from exchange.models import OPEN_STATUSES, Fill, Game, Order, Position, RolePolicy
+from exchange.models import OPEN_STATUSES, Fill, Game, Order, Position
 from exchange.prices import wire
 
 
 def game_state() -> Game:
     game, _ = Game.objects.get_or_create(pk=1)
     return game
-
-
-def role_policy(role: str) -> RolePolicy:
-    return RolePolicy.objects.get(role=role)
 
 
 def average_price(order: Order) -> Decimal | None:

@@ -8,6 +8,7 @@ process comes first starts it and the others find it.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -87,8 +88,6 @@ def stop(state_dir: Path) -> None:
     state = _read_state(state_dir)
     if not state:
         return
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(int(state["pid"]), signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        pass
     (state_dir / "redis.json").unlink(missing_ok=True)

@@ -17,10 +17,10 @@ from accounts.authentication import team_of
 from exchange import clock
 from exchange.api.order_input import OrderFormError, order_request, parse_body
 from exchange.codes import RejectCode
+from exchange.liveness import worker_alive
 from exchange.models import Fill, Instrument, Order
 from exchange.prices import wire
 from exchange.selectors import fill_object, game_state, order_object, team_fills, team_positions
-from exchange.liveness import worker_alive
 from exchange.services.orders import order_submit
 from tradinggame.errors import ApiError
 

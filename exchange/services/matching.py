@@ -24,7 +24,6 @@ from django.db.models import Max
 from accounts.models import Team
 from exchange import clock
 from exchange.codes import RejectCode
-from exchange.liveness import HEARTBEAT_TTL_S, beat
 from exchange.engine import (
     CancelOrder,
     CancelReason,
@@ -44,8 +43,10 @@ from exchange.engine import (
     TimeInForce,
     TopOfBook,
 )
+from exchange.liveness import HEARTBEAT_TTL_S, beat
 from exchange.models import Account, Command, Game, Instrument, Order, OrderStatus, Position, RolePolicy, Trade
 from exchange.models import Fill as FillRecord
+from exchange.policies import role_policies
 from exchange.prices import from_ticks, to_ticks, wire
 from exchange.publisher import Outbox
 
@@ -167,7 +168,7 @@ class MatchingWorker:
             if not commands:
                 return 0
             batch = Batch(now=clock.now())
-            self._role_policies = {p.role: p for p in RolePolicy.objects.all()}
+            self._role_policies = role_policies()
             for command in commands:
                 for order in [command.order] if command.order else []:
                     batch.orders.setdefault(order.pk, order)

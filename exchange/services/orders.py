@@ -15,6 +15,7 @@ from exchange import clock
 from exchange.api.order_input import OrderRequest
 from exchange.codes import RejectCode
 from exchange.models import OPEN_STATUSES, Command, Game, Instrument, Order, OrderStatus, Phase, Position, RolePolicy
+from exchange.policies import role_policy
 from exchange.prices import to_ticks
 from exchange.publisher import Outbox
 
@@ -47,7 +48,7 @@ def _check(team: Team, req: OrderRequest, game: Game) -> Instrument:
         raise Rejection(RejectCode.TRADING_DISABLED, "trading is disabled by an operator")
     if game.phase in (Phase.CLOSED, Phase.OPENING_AUCTION):
         raise Rejection(RejectCode.MARKET_CLOSED, f"the market does not take orders in phase {game.phase}")
-    policy = RolePolicy.objects.get(role=team.role)
+    policy = role_policy(team.role)
     if req.order_type == "market" and not policy.market_orders_allowed:
         raise Rejection(RejectCode.ORDER_TYPE_NOT_ALLOWED, f"role {team.role} may not send market orders")
     if game.phase == Phase.PRE_OPEN and (req.order_type == "market" or req.time_in_force in ("ioc", "fok")):
