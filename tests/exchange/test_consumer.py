@@ -81,3 +81,10 @@ async def test_team_messages_reach_every_connection_of_the_team_only(make_team) 
     assert await stranger.receive_nothing(timeout=0.3)
     for communicator in (first, second, stranger):
         await communicator.disconnect()
+
+
+async def test_unknown_paths_are_closed_not_crashed() -> None:
+    communicator = WebsocketCommunicator(application, "/nowhere?api_key=x")
+    assert (await communicator.connect(timeout=5))[0]
+    closed = await communicator.receive_output(timeout=5)
+    assert closed["type"] == "websocket.close" and closed["code"] == 1008

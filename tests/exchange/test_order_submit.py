@@ -224,3 +224,33 @@ def test_garbage_never_causes_a_500(trader, api, raw) -> None:
     response = api(key).generic("POST", "/orders", raw, content_type="application/json")
     assert 400 <= response.status_code < 500
     assert response.json()["status"] == "rejected"
+
+
+# --- no input a client can send makes the server fail -------------------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+order_like = st.dictionaries(
+    st.sampled_from(["instrument_id", "order_type", "side", "quantity", "price", "client_order_id",
+                     "time_in_force", "request_id", "extra"]),
+    json_values | st.sampled_from(["SPX_4500_CALL", "limit", "market", "buy", "sell", "gtc", "ioc", "fok", "day", 1, 100.0]),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=order_like | json_values)
+def test_any_json_gets_a_documented_answer(trader, api, body) -> None:
+    _, key = trader
+    before = Order.objects.filter(status="pending_new").count()
+    response = post(api, key, body)
+    assert response.status_code in (200, 400, 413), response.content
+    reply = response.json()
+    assert set(reply) == REPLY_FIELDS
+    if response.status_code == 400:
+        assert reply["order_id"] is None and reply["error_code"]
+        assert Order.objects.filter(status="pending_new").count() == before
