@@ -51,6 +51,7 @@ def main() -> None:
         access_log=args.access_log,
         ws_max_size=64 * 1024,
         timeout_graceful_shutdown=3,
+        lifespan="off",
     )
 
 

@@ -7,6 +7,7 @@ Ctrl-C stops everything, the embedded Redis included.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,10 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
 from tradinggame import embedded_redis
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 class Command(BaseCommand):
@@ -37,10 +42,17 @@ class Command(BaseCommand):
         self.stdout.write(f"exchange on http://127.0.0.1:{port}  (WebSocket ws://127.0.0.1:{port}/ws, admin /admin/)")
         procfile = Path(settings.BASE_DIR) / "Procfile"
         honcho = [sys.executable, "-m", "honcho", "start", "-f", str(procfile), "-d", str(settings.BASE_DIR)]
+        # A SIGTERM ends the run like Ctrl-C does, so the embedded Redis is stopped either way.
+        signal.signal(signal.SIGTERM, _interrupt)
+        processes = subprocess.Popen(honcho, env=env)
         try:
-            subprocess.run(honcho, env=env, check=False)
+            processes.wait()
         except KeyboardInterrupt:
-            pass
+            processes.send_signal(signal.SIGTERM)  # honcho stops every process it started
+            try:
+                processes.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                processes.kill()
         finally:
             if settings.EMBEDDED_REDIS_DIR:
                 embedded_redis.stop(Path(settings.EMBEDDED_REDIS_DIR))
