@@ -85,3 +85,18 @@ def order_body() -> Callable[..., dict[str, object]]:
         return {k: v for k, v in base.items() if v is not None}
 
     return body
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _release_stray_connections(django_db_setup: None, django_db_blocker: object) -> object:
+    """Worker threads keep their own database connections; end them so the test database can go."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock():  # type: ignore[attr-defined]
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
