@@ -61,6 +61,20 @@ def instruments(db: None) -> list[str]:
 
 
 @pytest.fixture
+def celery_worker(transactional_db: None) -> object:
+    """A real Celery worker serving the matching queue in this process (solo pool, own thread)."""
+    from celery.contrib.testing.worker import start_worker
+
+    from exchange.services import matching
+    from tradinggame.celery import app
+
+    matching._worker = None  # the database was flushed: no books or caches from an earlier test
+    with start_worker(app, pool="solo", concurrency=1, queues=["matching"], perform_ping_check=False, shutdown_timeout=10):
+        yield
+    matching._worker = None
+
+
+@pytest.fixture
 def api() -> Callable[[str | None], APIClient]:
     def client(key: str | None = None) -> APIClient:
         c = APIClient()

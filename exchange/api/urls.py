@@ -1,11 +1,12 @@
 from django.urls import path
 
 from exchange.api import views
+from exchange.api.dispatch import by_method
 
 urlpatterns = [
     path("", views.HealthView.as_view(), name="health"),
-    path("orders", views.OrdersView.as_view(), name="orders"),
-    path("orders/<str:order_id>", views.OrderDetailView.as_view(), name="order-detail"),
+    path("orders", by_method(views.OrdersView, delete="cancel_all"), name="orders"),
+    path("orders/<str:order_id>", by_method(views.OrderDetailView, delete="cancel_one"), name="order-detail"),
     path("positions", views.PositionsView.as_view(), name="positions"),
     path("positions/<str:team_id>", views.PositionsView.as_view(), name="team-positions"),
     path("fills", views.FillsView.as_view(), name="fills"),

@@ -49,6 +49,7 @@ from exchange.models import Fill as FillRecord
 from exchange.policies import role_policies
 from exchange.prices import from_ticks, to_ticks, wire
 from exchange.publisher import Outbox
+from exchange.verdicts import post as post_verdicts
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ class Batch:
     fills: list[FillRecord] = field(default_factory=list)
     outbox: Outbox = field(default_factory=Outbox)
     tops: dict[str, TopOfBook] = field(default_factory=dict)
+    verdicts: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 class MatchingWorker:
@@ -265,7 +267,12 @@ class MatchingWorker:
             }
             batch.outbox.to_team(order.team_id, "cancel_ack", data, stamp)
             if command.kind == Command.Kind.CANCEL and command.order_id == order.pk:
-                command.result = {"status": "cancelled", "cancelled_quantity": event.cancelled_quantity}
+                command.result = {
+                    "status": "cancelled",
+                    "cancelled_quantity": event.cancelled_quantity,
+                    "filled_quantity": event.filled_quantity,
+                }
+                batch.verdicts[command.pk] = command.result
         elif isinstance(event, CancelRejected):
             code = self._cancel_reject_code(order, event)
             data = {
@@ -276,7 +283,8 @@ class MatchingWorker:
                 "reason": event.reason,
             }
             batch.outbox.to_team(command.team_id or order.team_id, "cancel_reject", data, stamp)
-            command.result = {"status": "rejected", "error_code": code}
+            command.result = {"status": "rejected", "error_code": code, "error_message": event.reason}
+            batch.verdicts[command.pk] = command.result
             return
         order.updated_at = batch.now
         batch.dirty_orders.add(order.pk)
@@ -423,6 +431,14 @@ class MatchingWorker:
         for top in batch.tops.values():
             self._market_data(batch, top)
         batch.outbox.send_on_commit()
+        if batch.verdicts:
+            transaction.on_commit(lambda: self._post_verdicts(batch.verdicts))
+
+    def _post_verdicts(self, verdicts: dict[int, dict[str, Any]]) -> None:
+        try:
+            post_verdicts(self._redis_client(), verdicts)
+        except redis.RedisError:  # the verdict is in the journal too; the asker reads it there
+            log.warning("could not post %d cancel verdicts", len(verdicts))
 
     def _market_data(self, batch: Batch, top: TopOfBook) -> None:
         tick = self._instrument(top.instrument_id).tick_size
@@ -462,11 +478,14 @@ class MatchingWorker:
         log.error("command %s set aside after failing on its own", command.pk)
 
     # --- liveness ---------------------------------------------------------------------------
+    def _redis_client(self) -> redis.Redis:
+        if self._redis is None:
+            self._redis = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1)
+        return self._redis
+
     def heartbeat(self) -> None:
         try:
-            if self._redis is None:
-                self._redis = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1)
-            beat(self._redis)
+            beat(self._redis_client())
         except redis.RedisError:
             log.warning("could not write the matching heartbeat")
 

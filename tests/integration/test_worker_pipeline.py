@@ -5,23 +5,11 @@ from __future__ import annotations
 
 import pytest
 from asgiref.sync import sync_to_async
-from celery.contrib.testing.worker import start_worker
 from channels.testing import WebsocketCommunicator
 
-from exchange.services import matching
 from tradinggame.asgi import application
-from tradinggame.celery import app as celery_app
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def celery_worker():
-    matching._worker = None  # the database was flushed: no books or caches from an earlier test
-    with start_worker(celery_app, pool="solo", concurrency=1, queues=["matching"], perform_ping_check=False,
-                      shutdown_timeout=10):
-        yield
-    matching._worker = None
 
 
 PUBLIC = {"market_data", "trade"}
