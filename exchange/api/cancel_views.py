@@ -14,6 +14,7 @@ from django.http import HttpRequest, JsonResponse
 from accounts.keys import team_for_key
 from accounts.models import Team
 from exchange import clock, verdicts
+from exchange.api.order_input import printable
 from exchange.codes import RejectCode
 from exchange.models import Order
 from exchange.services.cancels import CancelRequest, cancel_verdicts_from_journal, order_cancel_request
@@ -97,6 +98,8 @@ async def cancel_all(request: HttpRequest) -> JsonResponse:
     if isinstance(team, JsonResponse):
         return team
     instrument = request.GET.get("instrument_id") or None
+    if instrument is not None and not printable(instrument):
+        return JsonResponse(error_body("INVALID_REQUEST", "instrument_id holds control characters"), status=400)
     requests = await database_sync_to_async(order_cancel_request)(team, None, instrument)
     replies = await settle(requests)
     return JsonResponse({"results": replies}, status=504 if any(r["status"] == "pending_cancel" for r in replies) else 200)

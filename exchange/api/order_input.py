@@ -54,11 +54,16 @@ def parse_body(body: bytes) -> dict[str, Any]:
     return data
 
 
+def printable(value: str) -> bool:
+    """No control characters (PostgreSQL refuses NUL in text; none belongs in an id)."""
+    return value.isprintable()
+
+
 def _optional_string(data: dict[str, Any], name: str) -> str | None:
     value = data.get(name)
     if value is None:
         return None
-    if not isinstance(value, str) or not 1 <= len(value) <= 64:
+    if not isinstance(value, str) or not 1 <= len(value) <= 64 or not printable(value):
         code = RejectCode.INVALID_CLIENT_ORDER_ID if name == "client_order_id" else RejectCode.INVALID_JSON
         raise OrderFormError(code, f"{name} must be a string of 1 to 64 characters", {"field": name})
     return value
@@ -72,7 +77,7 @@ def order_request(data: dict[str, Any]) -> OrderRequest:
         if data.get(name) is None:
             raise OrderFormError(RejectCode.MISSING_FIELD, f"{name} is required", {"field": name})
     instrument_id = data["instrument_id"]
-    if not isinstance(instrument_id, str) or not 1 <= len(instrument_id) <= 64:
+    if not isinstance(instrument_id, str) or not 1 <= len(instrument_id) <= 64 or not printable(instrument_id):
         raise OrderFormError(RejectCode.INVALID_INSTRUMENT, "instrument_id must be a string", {"field": "instrument_id"})
     side = data["side"]
     if side not in ("buy", "sell"):

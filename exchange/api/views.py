@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 
 from accounts.authentication import team_of
 from exchange import clock
-from exchange.api.order_input import OrderFormError, order_request, parse_body
+from exchange.api.order_input import OrderFormError, order_request, parse_body, printable
 from exchange.codes import RejectCode
 from exchange.liveness import worker_alive
 from exchange.models import Fill, Instrument, Order
@@ -25,6 +25,14 @@ from exchange.services.orders import order_submit
 from tradinggame.errors import ApiError
 
 ID_PATTERN = re.compile(r"^(ORD|TRD|TEAM)_(\d{1,18})$")
+
+
+def query_param(request: Request, name: str) -> str | None:
+    """A query parameter, refused (400) when it holds control characters."""
+    value = request.query_params.get(name)
+    if value is not None and not printable(value):
+        raise ApiError("INVALID_REQUEST", f"{name} holds control characters", 400, {"field": name})
+    return value or None
 
 
 def parse_id(value: str, prefix: str) -> int | None:
@@ -102,7 +110,7 @@ class OrdersView(APIView):
                     RejectCode.UNSUPPORTED_MEDIA_TYPE, "send the order as application/json", status=415
                 )
             data = parse_body(request.body)
-            if isinstance(data.get("request_id"), str):
+            if isinstance(data.get("request_id"), str) and printable(data["request_id"]):
                 request_id = data["request_id"][:64]
             order_req = order_request(data)
         except OrderFormError as error:
@@ -116,9 +124,9 @@ class OrdersView(APIView):
     def get(self, request: Request) -> Response:
         team = team_of(request)
         orders = Order.objects.filter(team=team).order_by("id")
-        if request.query_params.get("status") != "all":
+        if query_param(request, "status") != "all":
             orders = orders.filter(status__in=("pending_new", "new", "partially_filled"))
-        if instrument := request.query_params.get("instrument_id"):
+        if instrument := query_param(request, "instrument_id"):
             orders = orders.filter(instrument_symbol=instrument)
         return Response({"orders": [order_object(order) for order in orders[:5000]]})
 
@@ -145,7 +153,7 @@ class PositionsView(APIView):
 class FillsView(APIView):
     def get(self, request: Request) -> Response:
         team = team_of(request)
-        since = request.query_params.get("since_trade_id")
+        since = query_param(request, "since_trade_id")
         since_pk = None
         if since:
             since_pk = parse_id(since, "TRD")

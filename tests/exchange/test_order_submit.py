@@ -254,3 +254,17 @@ def test_any_json_gets_a_documented_answer(trader, api, body) -> None:
     if response.status_code == 400:
         assert reply["order_id"] is None and reply["error_code"]
         assert Order.objects.filter(status="pending_new").count() == before
+
+
+@pytest.mark.parametrize("field", ["instrument_id", "client_order_id", "request_id"])
+def test_control_characters_are_malformed_input(trader, api, order_body, field) -> None:
+    _, key = trader
+    response = post(api, key, order_body(**{field: "SPX\x00_4500"}))
+    assert response.status_code == 400 and Order.objects.count() == 0
+
+
+@pytest.mark.parametrize("path", ["/orders?instrument_id=%00", "/fills?since_trade_id=%00", "/orders?status=%00"])
+def test_control_characters_in_queries_are_400(trader, api, path) -> None:
+    _, key = trader
+    response = api(key).get(path)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "INVALID_REQUEST"
