@@ -33,3 +33,18 @@ def wake_matching() -> None:
 def _recover_at_start(sender: object = None, **kwargs: object) -> None:
     """At start, drain what was accepted but never matched, without waiting for redelivery."""
     wake_matching()
+
+
+@shared_task(name="exchange.tasks.check_books", acks_late=True, ignore_result=True)
+def check_books(token: str) -> None:
+    """Drain the journal, compare the books with the database, post the differences to Redis."""
+    import json
+
+    from exchange.services.matching import matching_worker
+
+    worker = matching_worker()
+    worker.drain()
+    differences = worker.books_differences()
+    client = worker._redis_client()
+    client.rpush(f"itg:books-check:{token}", json.dumps(differences))
+    client.expire(f"itg:books-check:{token}", 60)

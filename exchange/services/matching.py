@@ -477,6 +477,16 @@ class MatchingWorker:
             outbox.send_on_commit()
         log.error("command %s set aside after failing on its own", command.pk)
 
+    def books_differences(self) -> list[str]:
+        """Invariant 5: the books in memory against the open orders in the database."""
+        from exchange.invariants import books_differences
+
+        if self.engine is None:
+            self.load()
+        assert self.engine is not None
+        with transaction.atomic():
+            return books_differences(self.engine.resting_orders())
+
     # --- liveness ---------------------------------------------------------------------------
     def _redis_client(self) -> redis.Redis:
         if self._redis is None:
