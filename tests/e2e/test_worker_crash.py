@@ -6,8 +6,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from io import StringIO
 
 import pytest
+from django.core.management import call_command
 import requests
 
 from exchange.models import Command, Fill, Order, Position, Trade
@@ -62,3 +64,6 @@ def test_worker_killed_mid_load_loses_and_repeats_nothing(stack) -> None:
     assert sum(Position.objects.values_list("quantity", flat=True)) == 0
     for order in orders:
         assert order.filled_quantity + order.remaining_quantity + order.cancelled_quantity == order.quantity
+    out = StringIO()
+    call_command("check_invariants", stdout=out)  # 1-5, the restarted worker's books included
+    assert out.getvalue().count("ok  ") == 5, out.getvalue()
