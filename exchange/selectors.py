@@ -5,9 +5,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from django.db.models import Max, Min, Sum
+
 from accounts.models import Team
 from exchange.clock import iso
-from exchange.models import OPEN_STATUSES, Fill, Game, Order, Position
+from exchange.models import OPEN_STATUSES, Account, Fill, Game, Instrument, Order, Position, Trade
 from exchange.prices import wire
 
 
@@ -81,4 +83,103 @@ def position_snapshot(team: Team) -> dict[str, Any]:
         "positions": team_positions(team),
         "open_orders": [order_object(order) for order in open_orders(team)],
         "last_trade_id": f"TRD_{last}" if last else None,
+    }
+
+
+def book_depth(symbol: str, levels: int) -> dict[str, list[dict[str, Any]]]:
+    """Aggregated resting quantity per price, best first (the open orders are the books)."""
+    resting = Order.objects.filter(instrument_id=symbol, status__in=("new", "partially_filled"), price__isnull=False)
+    sides: dict[str, list[dict[str, Any]]] = {}
+    for side, key, ordering in (("buy", "bids", "-price"), ("sell", "asks", "price")):
+        rows = (
+            resting.filter(side=side).values("price").annotate(quantity=Sum("remaining_quantity")).order_by(ordering)
+        )[:levels]
+        sides[key] = [{"price": wire(row["price"]), "quantity": row["quantity"]} for row in rows]
+    return sides
+
+
+def last_trade(symbol: str) -> dict[str, Any] | None:
+    trade = Trade.objects.filter(instrument_id=symbol).order_by("-id").first()
+    if trade is None:
+        return None
+    return {
+        "trade_id": trade.trade_id,
+        "price": wire(trade.price),
+        "quantity": trade.quantity,
+        "aggressor_side": trade.aggressor_side,
+        "timestamp": iso(trade.created_at),
+    }
+
+
+def mark_price(symbol: str) -> Decimal | None:
+    """The mid of the best bid and ask; the last trade when the book is one-sided or empty."""
+    resting = Order.objects.filter(instrument_id=symbol, status__in=("new", "partially_filled"), price__isnull=False)
+    bid = resting.filter(side="buy").aggregate(best=Max("price"))["best"]
+    ask = resting.filter(side="sell").aggregate(best=Min("price"))["best"]
+    if bid is not None and ask is not None:
+        return (bid + ask) / 2
+    last = Trade.objects.filter(instrument_id=symbol).order_by("-id").values_list("price", flat=True).first()
+    return last
+
+
+def account_snapshot(team: Team) -> dict[str, Any]:
+    """Cash, fees and P&L by the average-cost method, marked at the mid (or last trade).
+
+    realized + unrealized − fees_paid == cash + Σ position × mark × multiplier.
+    """
+    from exchange.policies import role_policy
+
+    account = Account.objects.filter(team=team).first()
+    policy = role_policy(team.role)
+    held: dict[str, tuple[int, Decimal]] = {}  # instrument -> (position, average cost)
+    realized = Decimal(0)
+    multipliers = dict(Instrument.objects.values_list("symbol", "multiplier"))
+    for fill in Fill.objects.filter(team=team).order_by("trade_id", "id"):
+        position, cost = held.get(fill.instrument_id, (0, Decimal(0)))
+        signed = fill.quantity if fill.side == "buy" else -fill.quantity
+        if position == 0 or (position > 0) == (signed > 0):  # opening or adding
+            cost = (cost * abs(position) + fill.price * abs(signed)) / (abs(position) + abs(signed))
+            position += signed
+        else:  # reducing, maybe flipping
+            closed = min(abs(signed), abs(position))
+            direction = 1 if position > 0 else -1
+            realized += (fill.price - cost) * closed * direction * multipliers[fill.instrument_id]
+            position += signed
+            if position != 0 and (position > 0) != (direction > 0):
+                cost = fill.price
+            elif position == 0:
+                cost = Decimal(0)
+        held[fill.instrument_id] = (position, cost)
+
+    unrealized = Decimal(0)
+    positions = []
+    used = 0
+    for symbol, quantity in team_positions(team).items():
+        mark = mark_price(symbol)
+        _, cost = held.get(symbol, (0, Decimal(0)))
+        if mark is not None and quantity:
+            unrealized += (mark - cost) * quantity * multipliers[symbol]
+        used += abs(quantity)
+        positions.append(
+            {
+                "instrument_id": symbol,
+                "position": quantity,
+                "limit": policy.position_limit,
+                "limit_left": {"buy": policy.position_limit - quantity, "sell": policy.position_limit + quantity},
+                "average_price": wire(cost.quantize(Decimal("0.0001"))) if quantity else None,
+                "mark_price": wire(mark),
+            }
+        )
+    fees = account.fees_paid if account else Decimal(0)
+    return {
+        "team_id": team.team_id,
+        "role": team.role,
+        "cash": wire(account.cash if account else Decimal(0)),
+        "fees_paid": wire(fees),
+        "realized_pnl": wire(realized),
+        "unrealized_pnl": wire(unrealized),
+        "total_pnl": wire(realized + unrealized - fees),
+        "positions": positions,
+        "portfolio_limit": policy.portfolio_limit,
+        "portfolio_used": used,
     }

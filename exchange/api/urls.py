@@ -11,5 +11,7 @@ urlpatterns = [
     path("positions/<str:team_id>", views.PositionsView.as_view(), name="team-positions"),
     path("fills", views.FillsView.as_view(), name="fills"),
     path("instruments", views.InstrumentsView.as_view(), name="instruments"),
+    path("account", views.AccountView.as_view(), name="account"),
+    path("orderbook/<str:instrument_id>", views.OrderBookView.as_view(), name="orderbook"),
     path("game", views.GameView.as_view(), name="game"),
 ]

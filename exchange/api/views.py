@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC
 from typing import Any
 
 import redis
 from django.conf import settings
 from django.db import connection
+from django.utils.dateparse import parse_datetime
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -20,7 +22,16 @@ from exchange.codes import RejectCode
 from exchange.liveness import worker_alive
 from exchange.models import Fill, Instrument, Order
 from exchange.prices import wire
-from exchange.selectors import fill_object, game_state, order_object, team_fills, team_positions
+from exchange.selectors import (
+    account_snapshot,
+    book_depth,
+    fill_object,
+    game_state,
+    last_trade,
+    order_object,
+    team_fills,
+    team_positions,
+)
 from exchange.services.orders import order_submit
 from tradinggame.errors import ApiError
 
@@ -128,6 +139,14 @@ class OrdersView(APIView):
             orders = orders.filter(status__in=("pending_new", "new", "partially_filled"))
         if instrument := query_param(request, "instrument_id"):
             orders = orders.filter(instrument_symbol=instrument)
+        if since := query_param(request, "since"):
+            try:
+                moment = parse_datetime(since)
+            except ValueError:
+                moment = None
+            if moment is None:
+                raise ApiError("INVALID_REQUEST", "since must be an ISO-8601 timestamp", 400, {"field": "since"})
+            orders = orders.filter(updated_at__gte=moment if moment.tzinfo else moment.replace(tzinfo=UTC))
         return Response({"orders": [order_object(order) for order in orders[:5000]]})
 
 
@@ -180,6 +199,29 @@ class InstrumentsView(APIView):
                     }
                     for i in Instrument.objects.filter(listed=True)
                 ]
+            }
+        )
+
+
+class AccountView(APIView):
+    def get(self, request: Request) -> Response:
+        return Response(account_snapshot(team_of(request)))
+
+
+class OrderBookView(APIView):
+    def get(self, request: Request, instrument_id: str) -> Response:
+        team_of(request)
+        raw_depth = query_param(request, "depth") or "5"
+        if not raw_depth.isdigit() or not 1 <= int(raw_depth) <= 50:
+            raise ApiError("INVALID_REQUEST", "depth must be an integer from 1 to 50", 400, {"field": "depth"})
+        if not printable(instrument_id) or not Instrument.objects.filter(symbol=instrument_id, listed=True).exists():
+            raise ApiError("INVALID_INSTRUMENT", f"{instrument_id} is not a listed instrument", 404)
+        return Response(
+            {
+                "instrument_id": instrument_id,
+                **book_depth(instrument_id, int(raw_depth)),
+                "last_trade": last_trade(instrument_id),
+                "timestamp": clock.iso(clock.now()),
             }
         )
 
