@@ -143,7 +143,7 @@ def run_opening_auction(
     for bid, ask, quantity in pairs:
         book.bids.execute(bid, quantity)
         book.asks.execute(ask, quantity)
-        if arrival_rank[bid.order_id] > arrival_rank[ask.order_id]:
+        if arrival_rank[bid.order_id] < arrival_rank[ask.order_id]:
             maker, taker = bid, ask
         else:
             maker, taker = ask, bid

@@ -1,10 +1,10 @@
 """Order book of one instrument: price levels kept sorted, each a time-priority queue of orders.
 
 Both sides keep their prices in a list sorted so that the best price is last (bids by price,
-asks by negated price): taking out the best level is a ``list.pop()``. Each level is a deque in
-arrival order. A cancelled order is only marked (``remaining = 0``) and left in its deque; the
-matching loop drops such entries when they reach the front, and a level that carries many of
-them is compacted, so a cancel costs O(1) besides the rare removal of a price from the list.
+asks by negated price): taking out the best level is a ``list.pop()``, and a new price is a
+``bisect.insort`` into a list of at most a few hundred prices. Each level is a doubly linked
+list of its orders in arrival order, so appending, filling the head and cancelling from the
+middle all cost O(1); a dict gives the level of a price.
 
 Arrival order across levels and sides is not stored per order: the engine's id index is a dict
 filled in arrival order (dicts keep insertion order), and the auction and the invariant check
@@ -14,7 +14,6 @@ read ranks from it.
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections import deque
 from collections.abc import Iterator
 
 from exchange.engine.types import Side, TimeInForce
@@ -25,17 +24,20 @@ class InvariantViolation(AssertionError):
 
 
 class BookOrder:
-    """A live order on the book (mutable; the engine's own record)."""
+    """A live order on the book (mutable; the engine's own record), linked to its neighbours
+    in the queue of its price level."""
 
     __slots__ = (
-        "order_id",
-        "team_id",
-        "instrument_id",
         "client_order_id",
-        "side",
+        "instrument_id",
+        "next",
+        "order_id",
+        "prev",
         "price",
         "quantity",
         "remaining",
+        "side",
+        "team_id",
         "time_in_force",
     )
 
@@ -60,6 +62,8 @@ class BookOrder:
         self.quantity = quantity
         self.remaining = remaining
         self.time_in_force = time_in_force
+        self.prev: BookOrder | None = None
+        self.next: BookOrder | None = None
 
     def __repr__(self) -> str:
         return (
@@ -69,21 +73,28 @@ class BookOrder:
 
 
 class PriceLevel:
-    """Orders at one price in arrival order; ``total`` and ``count`` cover live orders only."""
+    """Orders at one price, oldest (``head``) to newest (``tail``), with their total remainder."""
 
-    __slots__ = ("price", "orders", "total", "count")
+    __slots__ = ("count", "head", "price", "tail", "total")
 
     def __init__(self, price: int) -> None:
         self.price = price
-        self.orders: deque[BookOrder] = deque()
+        self.head: BookOrder | None = None
+        self.tail: BookOrder | None = None
         self.total = 0
         self.count = 0
+
+    def __iter__(self) -> Iterator[BookOrder]:
+        order = self.head
+        while order is not None:
+            yield order
+            order = order.next
 
 
 class BookSide:
     """One side of a book. ``keys`` holds ``sign * price`` ascending, so the best price is last."""
 
-    __slots__ = ("side", "sign", "levels", "keys")
+    __slots__ = ("keys", "levels", "side", "sign")
 
     def __init__(self, side: Side) -> None:
         self.side = side
@@ -96,12 +107,10 @@ class BookSide:
         return self.sign * keys[-1] if keys else None
 
     def add(self, order: BookOrder) -> None:
-        """Append a live order at the back of its price level."""
+        """Queue a live order at the back of its price level."""
         price = order.price
         level = self.levels.get(price)
-        if level is not None:
-            order.price = level.price  # one int object per level, not per order
-        else:
+        if level is None:
             level = self.levels[price] = PriceLevel(price)
             key = self.sign * price
             keys = self.keys
@@ -109,24 +118,39 @@ class BookSide:
                 keys.append(key)
             else:
                 insort(keys, key)
-        level.orders.append(order)
+            level.head = order
+        else:
+            order.price = level.price  # one int object per level, not per order
+            tail = level.tail
+            order.prev = tail
+            tail.next = order  # type: ignore[union-attr]  # a level with orders has a tail
+        level.tail = order
         level.total += order.remaining
         level.count += 1
 
     def remove(self, order: BookOrder) -> None:
-        """Take a live order off its level; it is marked dead (``remaining == 0``)."""
+        """Take a live order out of its level (its fields keep their last values)."""
         level = self.levels[order.price]
         level.total -= order.remaining
-        order.remaining = 0
         level.count -= 1
-        if level.count == 0:
+        if not level.count:
             self.drop_level(level)
-        elif len(level.orders) > 2 * level.count + 16:
-            level.orders = deque(o for o in level.orders if o.remaining)
+            return
+        prev, nxt = order.prev, order.next
+        if prev is None:
+            level.head = nxt
+        else:
+            prev.next = nxt
+        if nxt is None:
+            level.tail = prev
+        else:
+            nxt.prev = prev
+        order.prev = order.next = None
 
     def drop_level(self, level: PriceLevel) -> None:
-        """Forget an empty level."""
+        """Forget a level that holds no live order any more."""
         del self.levels[level.price]
+        level.head = level.tail = None
         key = self.sign * level.price
         keys = self.keys
         if keys[-1] == key:
@@ -136,16 +160,12 @@ class BookSide:
 
     def execute(self, order: BookOrder, quantity: int) -> None:
         """Reduce a live order by a traded quantity; a filled order leaves its level."""
-        level = self.levels[order.price]
-        order.remaining -= quantity
-        level.total -= quantity
-        if order.remaining == 0:
-            level.count -= 1
-            orders = level.orders
-            while orders and not orders[0].remaining:
-                orders.popleft()
-            if level.count == 0:
-                self.drop_level(level)
+        if order.remaining == quantity:
+            self.remove(order)
+            order.remaining = 0
+        else:
+            order.remaining -= quantity
+            self.levels[order.price].total -= quantity
 
     def levels_in_priority(self) -> Iterator[PriceLevel]:
         levels = self.levels
@@ -155,33 +175,36 @@ class BookSide:
 
     def orders_in_priority(self) -> Iterator[BookOrder]:
         for level in self.levels_in_priority():
-            for order in level.orders:
-                if order.remaining:
-                    yield order
+            yield from level
 
     def depth(self, max_levels: int) -> list[tuple[int, int]]:
+        """(price, total) of the best ``max_levels`` levels, best first."""
         levels = self.levels
         sign = self.sign
         keys = self.keys
-        out: list[tuple[int, int]] = []
-        for key in keys[: -max_levels - 1 : -1] if max_levels > 0 else ():
-            price = sign * key
-            out.append((price, levels[price].total))
-        return out
+        best = keys[len(keys) - min(max(max_levels, 0), len(keys)) :]
+        return [(sign * key, levels[sign * key].total) for key in reversed(best)]
 
     def check(self, arrival_rank: dict[int, int]) -> list[BookOrder]:
         """Raise InvariantViolation on inconsistent levels; return the live orders."""
         live: list[BookOrder] = []
-        if self.keys != sorted(self.keys) or len(set(self.keys)) != len(self.keys):
+        if self.keys != sorted(set(self.keys)):
             raise InvariantViolation(f"{self.side} price keys not strictly sorted: {self.keys}")
         if sorted(self.sign * k for k in self.keys) != sorted(self.levels):
             raise InvariantViolation(f"{self.side} price keys and levels differ")
         for price, level in self.levels.items():
             if level.price != price:
                 raise InvariantViolation(f"level {level.price} stored under {price}")
-            orders = [o for o in level.orders if o.remaining]
-            if not orders or level.count != len(orders):
-                raise InvariantViolation(f"level {price}: count {level.count}, live {len(orders)}")
+            orders: list[BookOrder] = []
+            previous = None
+            order = level.head
+            while order is not None and len(orders) <= level.count:
+                if order.prev is not previous:
+                    raise InvariantViolation(f"{order!r}: broken backward link")
+                orders.append(order)
+                previous, order = order, order.next
+            if not orders or level.count != len(orders) or level.tail is not previous:
+                raise InvariantViolation(f"level {price}: count {level.count}, linked {len(orders)}")
             if level.total != sum(o.remaining for o in orders):
                 raise InvariantViolation(f"level {price}: total {level.total} is not the sum")
             for o in orders:
@@ -201,7 +224,7 @@ class BookSide:
 class OrderBook:
     """Bids and asks of one instrument, and the top of book last reported for it."""
 
-    __slots__ = ("instrument_id", "bids", "asks", "last_top")
+    __slots__ = ("asks", "bids", "instrument_id", "last_top")
 
     def __init__(self, instrument_id: str) -> None:
         self.instrument_id = instrument_id
@@ -232,6 +255,3 @@ class OrderBook:
         """Bids best first, then asks best first; time priority within a price."""
         yield from self.bids.orders_in_priority()
         yield from self.asks.orders_in_priority()
-
-    def is_empty(self) -> bool:
-        return not self.bids.keys and not self.asks.keys

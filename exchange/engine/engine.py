@@ -99,23 +99,26 @@ class MatchingEngine:
             return [_rejected(order, EngineRejectCode.DUPLICATE_ORDER_ID, "order id already used")]
         side = order.side
         if side is not _BUY and side is not _SELL:
-            side = _SIDES.get(side)  # type: ignore[assignment]
-            if side is None:
+            known_side = _SIDES.get(side)
+            if known_side is None:
                 return [_rejected(order, EngineRejectCode.INVALID_SIDE, "side must be buy or sell")]
+            side = known_side
         order_type = order.order_type
         if order_type is not _LIMIT and order_type is not _MARKET:
-            order_type = _ORDER_TYPES.get(order_type)  # type: ignore[assignment]
-            if order_type is None:
+            known_type = _ORDER_TYPES.get(order_type)
+            if known_type is None:
                 return [_rejected(order, EngineRejectCode.INVALID_ORDER_TYPE, "order type must be limit or market")]
+            order_type = known_type
         time_in_force = order.time_in_force
         if time_in_force is not _GTC and time_in_force is not _DAY and time_in_force is not _IOC:
-            time_in_force = _TIME_IN_FORCE.get(time_in_force)  # type: ignore[assignment]
-            if time_in_force is None:
+            known_tif = _TIME_IN_FORCE.get(time_in_force)
+            if known_tif is None:
                 return [
                     _rejected(
                         order, EngineRejectCode.INVALID_TIME_IN_FORCE, "time in force must be gtc, day, ioc or fok"
                     )
                 ]
+            time_in_force = known_tif
         quantity = order.quantity
         if type(quantity) is not int or quantity <= 0:
             return [_rejected(order, EngineRejectCode.INVALID_QUANTITY, "quantity must be a positive integer")]
@@ -127,7 +130,8 @@ class MatchingEngine:
                 ]
         elif price is not None:
             return [_rejected(order, EngineRejectCode.PRICE_NOT_ALLOWED, "a market order carries no price")]
-        if phase is _PRE_OPEN and (order_type is _MARKET or time_in_force is _IOC or time_in_force is _FOK):
+        may_rest = order_type is _LIMIT and (time_in_force is _GTC or time_in_force is _DAY)
+        if phase is _PRE_OPEN and not may_rest:
             return [
                 _rejected(
                     order,
@@ -148,7 +152,6 @@ class MatchingEngine:
                 order_id, team_id, instrument_id, client_order_id, side, order_type, time_in_force, price, quantity
             )
         ]
-        remaining = quantity
         if phase is _CONTINUOUS:
             if side is _BUY:
                 opposite = book.asks
@@ -178,9 +181,7 @@ class MatchingEngine:
                     price,
                     quantity,
                 )
-                if remaining and (
-                    self_trade or order_type is _MARKET or time_in_force is not _GTC and time_in_force is not _DAY
-                ):
+                if remaining and (self_trade or not may_rest):
                     events.append(
                         new_order_cancelled(
                             order_id,
@@ -202,22 +203,22 @@ class MatchingEngine:
                         instrument_id,
                         client_order_id,
                         side,
-                        price,
+                        price,  # type: ignore[arg-type]  # a limit order's price, checked above
                         quantity,
                         remaining,
                         time_in_force,
-                    )  # type: ignore[arg-type]  # a limit order: price checked above
+                    )
                     own.add(resting)
                     index[order_id] = resting
                 else:
                     self._finished.add(order_id)
-                # Something traded, so the best opposite level changed.
+                # Trades changed the opposite side (or, after STP, perhaps nothing did).
                 top = book.top()
                 if top != book.last_top:
                     book.last_top = top
                     events.append(new_top_of_book(instrument_id, *top))
                 return events
-            if order_type is _MARKET or time_in_force is not _GTC and time_in_force is not _DAY:
+            if not may_rest:
                 events.append(
                     new_order_cancelled(
                         order_id,
@@ -236,8 +237,16 @@ class MatchingEngine:
         # Rest without trading (nothing crosses, or pre-open).
         own = book.bids if side is _BUY else book.asks
         resting = BookOrder(
-            order_id, team_id, instrument_id, client_order_id, side, price, quantity, quantity, time_in_force
-        )  # type: ignore[arg-type]
+            order_id,
+            team_id,
+            instrument_id,
+            client_order_id,
+            side,
+            price,  # type: ignore[arg-type]  # a limit order's price, checked above
+            quantity,
+            quantity,
+            time_in_force,
+        )
         own.add(resting)
         index[order_id] = resting
         if own.keys[-1] == own.sign * resting.price:  # joined or set the best price
@@ -277,16 +286,12 @@ class MatchingEngine:
             if limit_key is not None and key < limit_key:
                 break
             level = levels[sign * key]
-            orders = level.orders
             level_price = level.price
-            while True:
-                maker = orders[0]
-                maker_remaining = maker.remaining
-                if not maker_remaining:
-                    orders.popleft()  # cancelled earlier, still queued
-                    continue
+            maker = level.head
+            while maker is not None:
                 if maker.team_id == team_id:
                     return remaining, True
+                maker_remaining = maker.remaining
                 traded = min(maker_remaining, remaining)
                 maker_remaining -= traded
                 remaining -= traded
@@ -295,9 +300,14 @@ class MatchingEngine:
                 maker_id = maker.order_id
                 if maker_remaining:
                     maker_status = _PARTIALLY_FILLED
+                    following = None
                 else:
                     maker_status = _FILLED
-                    orders.popleft()
+                    following = maker.next
+                    level.head = following
+                    if following is not None:
+                        following.prev = None
+                        maker.next = None
                     level.count -= 1
                     del index[maker_id]
                     finished.add(maker_id)
@@ -330,10 +340,12 @@ class MatchingEngine:
                         ),
                     )
                 )
-                if not remaining or not level.count:
+                if not remaining:
                     break
+                maker = following
             if not level.count:
                 del levels[level_price]
+                level.tail = None
                 keys.pop()
             if not remaining:
                 break
@@ -452,9 +464,7 @@ class MatchingEngine:
         events: list[Event] = []
         books = self._sorted_books()
         if phase is _CONTINUOUS and previous is not _CONTINUOUS:
-            references = reference_prices or {}
-            for book in books:
-                self._auction(book, references.get(book.instrument_id), events)
+            self._auctions(books, reference_prices or {}, events)
         self._phase = phase
         if phase is Phase.CLOSED:
             for book in books:
@@ -469,19 +479,28 @@ class MatchingEngine:
         if book is None:
             return []
         events: list[Event] = []
-        self._auction(book, reference_price, events)
+        self._auctions([book], {} if reference_price is None else {instrument_id: reference_price}, events)
         self._report_tops([book], events)
         return events
 
-    def _auction(self, book: OrderBook, reference_price: int | None, events: list[Event]) -> None:
-        if not book.bids.keys or not book.asks.keys:
-            return
-        arrival_rank = {order_id: rank for rank, order_id in enumerate(self._index)}
-        auction_events, finished = run_opening_auction(book, reference_price, arrival_rank, self._next_trade_id)
-        for order in finished:
-            del self._index[order.order_id]
-            self._finished.add(order.order_id)
-        events.extend(auction_events)
+    def _auctions(self, books: list[OrderBook], references: dict[str, int], events: list[Event]) -> None:
+        """Run the auction on each crossed book in turn."""
+        arrival_rank: dict[int, int] | None = None
+        for book in books:
+            bid_keys = book.bids.keys
+            ask_keys = book.asks.keys
+            if not bid_keys or not ask_keys or bid_keys[-1] < -ask_keys[-1]:
+                continue  # not crossed: nothing to do
+            if arrival_rank is None:
+                # Built once: removals leave the relative order of the other orders unchanged.
+                arrival_rank = {order_id: n for n, order_id in enumerate(self._index)}
+            auction_events, finished = run_opening_auction(
+                book, references.get(book.instrument_id), arrival_rank, self._next_trade_id
+            )
+            for order in finished:
+                del self._index[order.order_id]
+                self._finished.add(order.order_id)
+            events.extend(auction_events)
 
     # ----------------------------------------------------------- market data
 
@@ -576,6 +595,8 @@ class MatchingEngine:
             index[r.order_id] = order
         for book in books.values():
             book.last_top = book.top()
+        for old in self._index.values():  # the old queues' links would otherwise form cycles
+            old.prev = old.next = None
         self._books = books
         self._index = index
         self._finished = set()
@@ -615,14 +636,14 @@ def _fok_fillable(opposite: BookSide, limit_key: int | None, team_id: int, quant
     for key in reversed(opposite.keys):
         if limit_key is not None and key < limit_key:
             return False
-        for order in levels[sign * key].orders:
-            remaining = order.remaining
-            if remaining:
-                if order.team_id == team_id:
-                    return False
-                available += remaining
-                if available >= quantity:
-                    return True
+        order = levels[sign * key].head
+        while order is not None:
+            if order.team_id == team_id:
+                return False
+            available += order.remaining
+            if available >= quantity:
+                return True
+            order = order.next
     return False
 
 

@@ -8,6 +8,7 @@ transaction; the resulting messages are published only after that commit.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -107,6 +108,9 @@ class MatchingWorker:
             status__in=(OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED), accepted_seq__isnull=False
         ).order_by("accepted_seq")
         engine.restore(self._resting(order) for order in resting.iterator())
+        # The books are long-lived and cycle-free: keep the collector from rescanning them.
+        gc.collect()
+        gc.freeze()
         self.engine = engine
         log.info("books rebuilt: %d resting orders, next trade %d", len(engine.resting_orders()), self._next_trade)
 
@@ -517,5 +521,3 @@ def _beat(worker: MatchingWorker) -> None:
     while True:
         worker.heartbeat()
         time.sleep(HEARTBEAT_TTL_S / 3)
-
-
