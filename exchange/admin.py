@@ -1,30 +1,123 @@
-"""Operator pages: the game, role policies, instruments, and read-only trading records."""
+"""Operator pages: the game (phases, exchange halt, registration), role policies, instruments
+(halts), and read-only trading records. Every action calls a service in ``exchange.services.operator``.
+"""
 
 from __future__ import annotations
 
-from django.contrib import admin
+from collections.abc import Callable
+from typing import Any
 
-from exchange.models import Account, Command, Fill, Game, Instrument, Order, Position, RolePolicy, Trade
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+
+from exchange.models import Account, Command, Fill, Game, Instrument, Order, Phase, Position, RolePolicy, Trade
+from exchange.selectors import game_state
+from exchange.services.operator import HaltChange, game_set_phase, halt, registration_set, resume
+
+AdminAction = Callable[[admin.ModelAdmin, HttpRequest, QuerySet[Any]], None]
+
+
+def report(modeladmin: admin.ModelAdmin, request: HttpRequest, lines: list[str]) -> None:
+    modeladmin.message_user(request, " ".join(lines), messages.SUCCESS)
+
+
+def report_halts(modeladmin: admin.ModelAdmin, request: HttpRequest, changes: list[HaltChange]) -> None:
+    for change in changes:
+        report(modeladmin, request, change.summary())
+
+
+def _set_phase_action(phase: Phase) -> AdminAction:
+    def action(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Game]) -> None:
+        report(modeladmin, request, game_set_phase(phase).summary())
+
+    action.__name__ = f"set_phase_{phase.value}"
+    return admin.action(description=f"Set phase: {phase.value}")(action)
 
 
 @admin.register(Game)
 class GameAdmin(admin.ModelAdmin):
     list_display = ("name", "phase", "registration_open", "trading_halted", "updated_at")
-    readonly_fields = ("phase",)  # phases change through set_phase, so the books follow in order
+    # These change only through the actions (services), so the books follow in order and bots hear of it.
+    readonly_fields = ("phase", "registration_open", "trading_halted")
+    actions = [
+        *(_set_phase_action(phase) for phase in Phase),
+        "halt_cancel_resting",
+        "halt_keep_resting",
+        "resume_trading",
+        "open_registration",
+        "close_registration",
+    ]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        game_state()  # the singleton row exists, so there is always a game to run actions on
+        return super().changelist_view(request, extra_context)
+
+    @admin.action(description="Halt the exchange (cancel resting orders)")
+    def halt_cancel_resting(self, request: HttpRequest, queryset: QuerySet[Game]) -> None:
+        report_halts(self, request, [halt(exchange=True, cancel_resting=True)])
+
+    @admin.action(description="Halt the exchange (keep resting orders)")
+    def halt_keep_resting(self, request: HttpRequest, queryset: QuerySet[Game]) -> None:
+        report_halts(self, request, [halt(exchange=True, cancel_resting=False)])
+
+    @admin.action(description="Resume the exchange")
+    def resume_trading(self, request: HttpRequest, queryset: QuerySet[Game]) -> None:
+        report_halts(self, request, [resume(exchange=True)])
+
+    @admin.action(description="Open registration")
+    def open_registration(self, request: HttpRequest, queryset: QuerySet[Game]) -> None:
+        changed = registration_set(True)
+        report(self, request, ["Registration opened." if changed else "Registration was already open."])
+
+    @admin.action(description="Close registration (POST /auth/register answers 403 REGISTRATION_CLOSED)")
+    def close_registration(self, request: HttpRequest, queryset: QuerySet[Game]) -> None:
+        changed = registration_set(False)
+        report(self, request, ["Registration closed." if changed else "Registration was already closed."])
 
 
 @admin.register(RolePolicy)
 class RolePolicyAdmin(admin.ModelAdmin):
     list_display = (
-        "role", "position_limit", "portfolio_limit", "max_order_size", "orders_per_second", "maker_fee", "taker_fee",
+        "role",
+        "position_limit",
+        "portfolio_limit",
+        "max_order_size",
+        "orders_per_second",
+        "maker_fee",
+        "taker_fee",
     )
 
 
 @admin.register(Instrument)
 class InstrumentAdmin(admin.ModelAdmin):
-    list_display = ("symbol", "underlying", "option_type", "strike", "expiry", "tick_size", "multiplier", "listed", "halted")
+    list_display = (
+        "symbol",
+        "underlying",
+        "option_type",
+        "strike",
+        "expiry",
+        "tick_size",
+        "multiplier",
+        "listed",
+        "halted",
+    )
     list_filter = ("underlying", "option_type", "listed", "halted")
     search_fields = ("symbol",)
+    readonly_fields = ("halted",)  # halts go through the actions, so bots hear of them
+    actions = ["halt_cancel_resting", "halt_keep_resting", "resume_trading"]
+
+    @admin.action(description="Halt (cancel resting orders)")
+    def halt_cancel_resting(self, request: HttpRequest, queryset: QuerySet[Instrument]) -> None:
+        report_halts(self, request, [halt(instrument=i, cancel_resting=True) for i in queryset])
+
+    @admin.action(description="Halt (keep resting orders)")
+    def halt_keep_resting(self, request: HttpRequest, queryset: QuerySet[Instrument]) -> None:
+        report_halts(self, request, [halt(instrument=i, cancel_resting=False) for i in queryset])
+
+    @admin.action(description="Resume")
+    def resume_trading(self, request: HttpRequest, queryset: QuerySet[Instrument]) -> None:
+        report_halts(self, request, [resume(instrument=i) for i in queryset])
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -43,7 +136,15 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 @admin.register(Order)
 class OrderAdmin(ReadOnlyAdmin):
     list_display = (
-        "order_id", "team", "instrument_symbol", "side", "order_type", "price", "quantity", "filled_quantity", "status",
+        "order_id",
+        "team",
+        "instrument_symbol",
+        "side",
+        "order_type",
+        "price",
+        "quantity",
+        "filled_quantity",
+        "status",
         "created_at",
     )
     list_filter = ("status", "side", "order_type", "instrument_symbol")
@@ -58,7 +159,17 @@ class TradeAdmin(ReadOnlyAdmin):
 
 @admin.register(Fill)
 class FillAdmin(ReadOnlyAdmin):
-    list_display = ("trade", "team", "instrument", "side", "quantity", "price", "liquidity_type", "fees", "position_after")
+    list_display = (
+        "trade",
+        "team",
+        "instrument",
+        "side",
+        "quantity",
+        "price",
+        "liquidity_type",
+        "fees",
+        "position_after",
+    )
     list_filter = ("team", "instrument", "liquidity_type")
 
 

@@ -43,7 +43,9 @@ def database_violations() -> dict[str, list[str]]:
             )
     for (team_id, instrument_id), expected in from_fills.items():
         if expected:
-            found["2 positions and cash"].append(f"TEAM_{team_id} {instrument_id}: no position row, fills say {expected}")
+            found["2 positions and cash"].append(
+                f"TEAM_{team_id} {instrument_id}: no position row, fills say {expected}"
+            )
     for account in Account.objects.all():
         if account.cash != cash_from_fills.get(account.team_id, Decimal(0)):
             found["2 positions and cash"].append(
@@ -55,7 +57,9 @@ def database_violations() -> dict[str, list[str]]:
         found["3 order quantities"].append(f"{order.order_id}: quantities do not add up")
     for order in accepted.filter(status__in=(OrderStatus.FILLED, OrderStatus.CANCELLED)).exclude(remaining_quantity=0):
         found["3 order quantities"].append(f"{order.order_id}: finished with {order.remaining_quantity} remaining")
-    filled_by_fills = dict(Fill.objects.values("order_id").annotate(total=Sum("quantity")).values_list("order_id", "total"))
+    filled_by_fills = dict(
+        Fill.objects.values("order_id").annotate(total=Sum("quantity")).values_list("order_id", "total")
+    )
     for pk, filled in accepted.filter(filled_quantity__gt=0).values_list("pk", "filled_quantity"):
         if filled_by_fills.get(pk) != filled:
             found["3 order quantities"].append(f"ORD_{pk}: filled {filled}, fills say {filled_by_fills.get(pk, 0)}")
@@ -67,9 +71,15 @@ def database_violations() -> dict[str, list[str]]:
         found["4 exactly once"].append(f"{order.order_id}: submit processed but order still pending")
     for trade in Trade.objects.annotate(n=Count("fills")).exclude(n=2):
         found["4 exactly once"].append(f"{trade.trade_id}: {trade.n} fills instead of 2")
-    return {name: found.get(name, []) for name in (
-        "1 conservation", "2 positions and cash", "3 order quantities", "4 exactly once",
-    )}
+    return {
+        name: found.get(name, [])
+        for name in (
+            "1 conservation",
+            "2 positions and cash",
+            "3 order quantities",
+            "4 exactly once",
+        )
+    }
 
 
 def books_differences(resting: list[Any]) -> list[str]:

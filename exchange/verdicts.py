@@ -14,6 +14,7 @@ from django.conf import settings
 KEY = "itg:verdict:{}"
 KEEP_S = 60
 
+
 def post(client: redis.Redis, verdicts: dict[int, dict[str, Any]]) -> None:
     pipe = client.pipeline(transaction=False)
     for command_id, verdict in verdicts.items():

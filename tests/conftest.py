@@ -46,6 +46,16 @@ def make_team(db: None) -> Callable[..., tuple[Team, str]]:
 
 
 @pytest.fixture
+def no_rate_limit(db: None) -> None:
+    """Lift every role's order rate limit (0 means none) for tests that send in bursts."""
+    from exchange.models import RolePolicy
+    from exchange.policies import role_policies
+
+    role_policies()
+    RolePolicy.objects.update(orders_per_second=0)
+
+
+@pytest.fixture
 def instruments(db: None) -> list[str]:
     from exchange.models import Instrument
 

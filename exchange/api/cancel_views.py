@@ -86,8 +86,11 @@ async def cancel_one(request: HttpRequest, order_id: str) -> JsonResponse:
     pk = parse_id(order_id, "ORD")
     requests = await database_sync_to_async(order_cancel_request)(team, [pk]) if pk else []
     if not requests:
-        reply = cancel_reply(None, order_id, {"status": "rejected", "error_code": RejectCode.ORDER_NOT_FOUND,
-                                              "error_message": "no such order"})
+        reply = cancel_reply(
+            None,
+            order_id,
+            {"status": "rejected", "error_code": RejectCode.ORDER_NOT_FOUND, "error_message": "no such order"},
+        )
         return JsonResponse(reply, status=404)
     [reply] = await settle(requests)
     return JsonResponse(reply, status=_status(reply))
@@ -102,4 +105,6 @@ async def cancel_all(request: HttpRequest) -> JsonResponse:
         return JsonResponse(error_body("INVALID_REQUEST", "instrument_id holds control characters"), status=400)
     requests = await database_sync_to_async(order_cancel_request)(team, None, instrument)
     replies = await settle(requests)
-    return JsonResponse({"results": replies}, status=504 if any(r["status"] == "pending_cancel" for r in replies) else 200)
+    return JsonResponse(
+        {"results": replies}, status=504 if any(r["status"] == "pending_cancel" for r in replies) else 200
+    )

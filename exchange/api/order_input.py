@@ -30,7 +30,9 @@ class OrderRequest:
 
 
 class OrderFormError(Exception):
-    def __init__(self, code: RejectCode, message: str, details: dict[str, Any] | None = None, status: int = 400) -> None:
+    def __init__(
+        self, code: RejectCode, message: str, details: dict[str, Any] | None = None, status: int = 400
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -78,16 +80,22 @@ def order_request(data: dict[str, Any]) -> OrderRequest:
             raise OrderFormError(RejectCode.MISSING_FIELD, f"{name} is required", {"field": name})
     instrument_id = data["instrument_id"]
     if not isinstance(instrument_id, str) or not 1 <= len(instrument_id) <= 64 or not printable(instrument_id):
-        raise OrderFormError(RejectCode.INVALID_INSTRUMENT, "instrument_id must be a string", {"field": "instrument_id"})
+        raise OrderFormError(
+            RejectCode.INVALID_INSTRUMENT, "instrument_id must be a string", {"field": "instrument_id"}
+        )
     side = data["side"]
     if side not in ("buy", "sell"):
         raise OrderFormError(RejectCode.INVALID_SIDE, "side must be 'buy' or 'sell'", {"field": "side"})
     order_type = data["order_type"]
     if order_type not in ("limit", "market"):
-        raise OrderFormError(RejectCode.INVALID_ORDER_TYPE, "order_type must be 'limit' or 'market'", {"field": "order_type"})
+        raise OrderFormError(
+            RejectCode.INVALID_ORDER_TYPE, "order_type must be 'limit' or 'market'", {"field": "order_type"}
+        )
     quantity = data["quantity"]
     if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1 or quantity > 2**31 - 1:
-        raise OrderFormError(RejectCode.INVALID_QUANTITY, "quantity must be an integer of at least 1", {"field": "quantity"})
+        raise OrderFormError(
+            RejectCode.INVALID_QUANTITY, "quantity must be an integer of at least 1", {"field": "quantity"}
+        )
     tif = data.get("time_in_force")
     if tif is not None and tif not in ("gtc", "day", "ioc", "fok"):
         raise OrderFormError(

@@ -22,6 +22,7 @@ from exchange.codes import RejectCode
 from exchange.liveness import worker_alive
 from exchange.models import Fill, Instrument, Order
 from exchange.prices import wire
+from exchange.ratelimit import SERVICE_UNAVAILABLE, RateLimiterUnavailable, RateLimitExceeded
 from exchange.selectors import (
     account_snapshot,
     book_depth,
@@ -66,7 +67,11 @@ class HealthView(APIView):
         except redis.RedisError:
             pass
         healthy = all(components.values())
-        body = {"status": "ok" if healthy else "degraded", "service": settings.EXCHANGE_SERVICE_NAME, "components": components}
+        body = {
+            "status": "ok" if healthy else "degraded",
+            "service": settings.EXCHANGE_SERVICE_NAME,
+            "components": components,
+        }
         return Response(body, status=200 if healthy else 503)
 
 
@@ -129,7 +134,29 @@ class OrdersView(APIView):
                 None, request_id, error_code=error.code.value, error_message=error.message, details=error.details
             )
             return Response(reply, status=error.status)
-        order = order_submit(team, order_req)
+        try:
+            order = order_submit(team, order_req)
+        except RateLimitExceeded as limited:
+            # Nothing was stored: no order_id, and nothing goes over the WebSocket.
+            reply = _order_reply(
+                None,
+                order_req.request_id,
+                client_order_id=order_req.client_order_id,
+                error_code=RejectCode.RATE_LIMIT_EXCEEDED.value,
+                error_message=limited.message,
+                details=limited.details,
+            )
+            return Response(reply, status=429, headers={"Retry-After": str(limited.retry_after_s)})
+        except RateLimiterUnavailable as unavailable:
+            reply = _order_reply(
+                None,
+                order_req.request_id,
+                client_order_id=order_req.client_order_id,
+                error_code=SERVICE_UNAVAILABLE,
+                error_message=unavailable.message,
+                details={"component": "redis"},
+            )
+            return Response(reply, status=503, headers={"Retry-After": "1"})
         return Response(_order_reply(order, order_req.request_id))
 
     def get(self, request: Request) -> Response:

@@ -7,182 +7,327 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('accounts', '0001_initial'),
+        ("accounts", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Game',
+            name="Game",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(default='Intern Trading Game', max_length=100)),
-                ('phase', models.CharField(choices=[('closed', 'Closed'), ('pre_open', 'Pre Open'), ('opening_auction', 'Opening Auction'), ('continuous', 'Continuous')], default='continuous', max_length=20)),
-                ('registration_open', models.BooleanField(default=True)),
-                ('trading_halted', models.BooleanField(default=False, help_text='Halts the whole exchange.')),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(default="Intern Trading Game", max_length=100)),
+                (
+                    "phase",
+                    models.CharField(
+                        choices=[
+                            ("closed", "Closed"),
+                            ("pre_open", "Pre Open"),
+                            ("opening_auction", "Opening Auction"),
+                            ("continuous", "Continuous"),
+                        ],
+                        default="continuous",
+                        max_length=20,
+                    ),
+                ),
+                ("registration_open", models.BooleanField(default=True)),
+                ("trading_halted", models.BooleanField(default=False, help_text="Halts the whole exchange.")),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
         ),
         migrations.CreateModel(
-            name='Instrument',
+            name="Instrument",
             fields=[
-                ('symbol', models.CharField(max_length=40, primary_key=True, serialize=False)),
-                ('underlying', models.CharField(max_length=10)),
-                ('option_type', models.CharField(choices=[('call', 'Call'), ('put', 'Put')], max_length=4)),
-                ('strike', models.DecimalField(decimal_places=4, max_digits=14)),
-                ('expiry', models.DateField(blank=True, null=True)),
-                ('tick_size', models.DecimalField(decimal_places=4, default=Decimal('0.01'), max_digits=14)),
-                ('multiplier', models.PositiveIntegerField(default=100)),
-                ('max_order_size', models.PositiveIntegerField(default=1000)),
-                ('listed', models.BooleanField(default=True)),
-                ('halted', models.BooleanField(default=False)),
+                ("symbol", models.CharField(max_length=40, primary_key=True, serialize=False)),
+                ("underlying", models.CharField(max_length=10)),
+                ("option_type", models.CharField(choices=[("call", "Call"), ("put", "Put")], max_length=4)),
+                ("strike", models.DecimalField(decimal_places=4, max_digits=14)),
+                ("expiry", models.DateField(blank=True, null=True)),
+                ("tick_size", models.DecimalField(decimal_places=4, default=Decimal("0.01"), max_digits=14)),
+                ("multiplier", models.PositiveIntegerField(default=100)),
+                ("max_order_size", models.PositiveIntegerField(default=1000)),
+                ("listed", models.BooleanField(default=True)),
+                ("halted", models.BooleanField(default=False)),
             ],
             options={
-                'ordering': ['underlying', 'strike', 'option_type'],
+                "ordering": ["underlying", "strike", "option_type"],
             },
         ),
         migrations.CreateModel(
-            name='RolePolicy',
+            name="RolePolicy",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('market_maker', 'Market maker'), ('hedge_fund', 'Hedge fund'), ('arbitrage', 'Arbitrage'), ('retail', 'Retail')], max_length=20, unique=True)),
-                ('position_limit', models.PositiveIntegerField(help_text='Per instrument, either side.')),
-                ('portfolio_limit', models.PositiveIntegerField(help_text='Sum of |position| over instruments.')),
-                ('max_order_size', models.PositiveIntegerField()),
-                ('orders_per_second', models.PositiveIntegerField()),
-                ('maker_fee', models.DecimalField(decimal_places=4, help_text='Per contract; negative is a rebate.', max_digits=14)),
-                ('taker_fee', models.DecimalField(decimal_places=4, help_text='Per contract; negative is a rebate.', max_digits=14)),
-                ('market_orders_allowed', models.BooleanField(default=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[
+                            ("market_maker", "Market maker"),
+                            ("hedge_fund", "Hedge fund"),
+                            ("arbitrage", "Arbitrage"),
+                            ("retail", "Retail"),
+                        ],
+                        max_length=20,
+                        unique=True,
+                    ),
+                ),
+                ("position_limit", models.PositiveIntegerField(help_text="Per instrument, either side.")),
+                ("portfolio_limit", models.PositiveIntegerField(help_text="Sum of |position| over instruments.")),
+                ("max_order_size", models.PositiveIntegerField()),
+                ("orders_per_second", models.PositiveIntegerField()),
+                (
+                    "maker_fee",
+                    models.DecimalField(
+                        decimal_places=4, help_text="Per contract; negative is a rebate.", max_digits=14
+                    ),
+                ),
+                (
+                    "taker_fee",
+                    models.DecimalField(
+                        decimal_places=4, help_text="Per contract; negative is a rebate.", max_digits=14
+                    ),
+                ),
+                ("market_orders_allowed", models.BooleanField(default=True)),
             ],
             options={
-                'verbose_name_plural': 'role policies',
+                "verbose_name_plural": "role policies",
             },
         ),
         migrations.CreateModel(
-            name='Account',
+            name="Account",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('cash', models.DecimalField(decimal_places=4, default=Decimal('0'), max_digits=20)),
-                ('fees_paid', models.DecimalField(decimal_places=4, default=Decimal('0'), max_digits=20)),
-                ('team', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='account', to='accounts.team')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("cash", models.DecimalField(decimal_places=4, default=Decimal("0"), max_digits=20)),
+                ("fees_paid", models.DecimalField(decimal_places=4, default=Decimal("0"), max_digits=20)),
+                (
+                    "team",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="account", to="accounts.team"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Order',
+            name="Order",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('instrument_symbol', models.CharField(help_text='As sent, also for unknown instruments.', max_length=64)),
-                ('side', models.CharField(choices=[('buy', 'Buy'), ('sell', 'Sell')], max_length=4)),
-                ('order_type', models.CharField(choices=[('limit', 'Limit'), ('market', 'Market')], max_length=6)),
-                ('time_in_force', models.CharField(choices=[('gtc', 'Gtc'), ('day', 'Day'), ('ioc', 'Ioc'), ('fok', 'Fok')], max_length=3)),
-                ('price', models.DecimalField(blank=True, decimal_places=4, max_digits=14, null=True)),
-                ('quantity', models.PositiveIntegerField()),
-                ('filled_quantity', models.PositiveIntegerField(default=0)),
-                ('remaining_quantity', models.PositiveIntegerField(default=0)),
-                ('cancelled_quantity', models.PositiveIntegerField(default=0)),
-                ('filled_notional', models.DecimalField(decimal_places=4, default=Decimal('0'), help_text='Σ price × quantity of fills.', max_digits=20)),
-                ('fees', models.DecimalField(decimal_places=4, default=Decimal('0'), max_digits=20)),
-                ('status', models.CharField(choices=[('pending_new', 'Pending New'), ('new', 'New'), ('partially_filled', 'Partially Filled'), ('filled', 'Filled'), ('cancelled', 'Cancelled'), ('rejected', 'Rejected')], db_index=True, max_length=16)),
-                ('client_order_id', models.CharField(blank=True, max_length=64, null=True)),
-                ('error_code', models.CharField(blank=True, max_length=40, null=True)),
-                ('error_message', models.CharField(blank=True, max_length=200, null=True)),
-                ('cancel_reason', models.CharField(blank=True, max_length=24, null=True)),
-                ('accepted_seq', models.BigIntegerField(blank=True, help_text='Journal position at which the engine took it: book priority.', null=True)),
-                ('created_at', models.DateTimeField()),
-                ('updated_at', models.DateTimeField()),
-                ('instrument', models.ForeignKey(null=True, on_delete=django.db.models.deletion.PROTECT, related_name='orders', to='exchange.instrument')),
-                ('team', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='orders', to='accounts.team')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "instrument_symbol",
+                    models.CharField(help_text="As sent, also for unknown instruments.", max_length=64),
+                ),
+                ("side", models.CharField(choices=[("buy", "Buy"), ("sell", "Sell")], max_length=4)),
+                ("order_type", models.CharField(choices=[("limit", "Limit"), ("market", "Market")], max_length=6)),
+                (
+                    "time_in_force",
+                    models.CharField(
+                        choices=[("gtc", "Gtc"), ("day", "Day"), ("ioc", "Ioc"), ("fok", "Fok")], max_length=3
+                    ),
+                ),
+                ("price", models.DecimalField(blank=True, decimal_places=4, max_digits=14, null=True)),
+                ("quantity", models.PositiveIntegerField()),
+                ("filled_quantity", models.PositiveIntegerField(default=0)),
+                ("remaining_quantity", models.PositiveIntegerField(default=0)),
+                ("cancelled_quantity", models.PositiveIntegerField(default=0)),
+                (
+                    "filled_notional",
+                    models.DecimalField(
+                        decimal_places=4, default=Decimal("0"), help_text="Σ price × quantity of fills.", max_digits=20
+                    ),
+                ),
+                ("fees", models.DecimalField(decimal_places=4, default=Decimal("0"), max_digits=20)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending_new", "Pending New"),
+                            ("new", "New"),
+                            ("partially_filled", "Partially Filled"),
+                            ("filled", "Filled"),
+                            ("cancelled", "Cancelled"),
+                            ("rejected", "Rejected"),
+                        ],
+                        db_index=True,
+                        max_length=16,
+                    ),
+                ),
+                ("client_order_id", models.CharField(blank=True, max_length=64, null=True)),
+                ("error_code", models.CharField(blank=True, max_length=40, null=True)),
+                ("error_message", models.CharField(blank=True, max_length=200, null=True)),
+                ("cancel_reason", models.CharField(blank=True, max_length=24, null=True)),
+                (
+                    "accepted_seq",
+                    models.BigIntegerField(
+                        blank=True, help_text="Journal position at which the engine took it: book priority.", null=True
+                    ),
+                ),
+                ("created_at", models.DateTimeField()),
+                ("updated_at", models.DateTimeField()),
+                (
+                    "instrument",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="orders",
+                        to="exchange.instrument",
+                    ),
+                ),
+                (
+                    "team",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="orders", to="accounts.team"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='Command',
+            name="Command",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('submit', 'Submit'), ('cancel', 'Cancel'), ('cancel_all', 'Cancel All'), ('set_phase', 'Set Phase')], max_length=12)),
-                ('argument', models.CharField(blank=True, default='', help_text='Phase or reason.', max_length=40)),
-                ('created_at', models.DateTimeField()),
-                ('processed_at', models.DateTimeField(blank=True, null=True)),
-                ('result', models.JSONField(blank=True, null=True)),
-                ('team', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, to='accounts.team')),
-                ('instrument', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, to='exchange.instrument')),
-                ('order', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, to='exchange.order')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("submit", "Submit"),
+                            ("cancel", "Cancel"),
+                            ("cancel_all", "Cancel All"),
+                            ("set_phase", "Set Phase"),
+                        ],
+                        max_length=12,
+                    ),
+                ),
+                ("argument", models.CharField(blank=True, default="", help_text="Phase or reason.", max_length=40)),
+                ("created_at", models.DateTimeField()),
+                ("processed_at", models.DateTimeField(blank=True, null=True)),
+                ("result", models.JSONField(blank=True, null=True)),
+                (
+                    "team",
+                    models.ForeignKey(
+                        blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, to="accounts.team"
+                    ),
+                ),
+                (
+                    "instrument",
+                    models.ForeignKey(
+                        blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, to="exchange.instrument"
+                    ),
+                ),
+                (
+                    "order",
+                    models.ForeignKey(
+                        blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, to="exchange.order"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='Position',
+            name="Position",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('quantity', models.IntegerField(default=0)),
-                ('instrument', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to='exchange.instrument')),
-                ('team', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='positions', to='accounts.team')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("quantity", models.IntegerField(default=0)),
+                (
+                    "instrument",
+                    models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to="exchange.instrument"),
+                ),
+                (
+                    "team",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="positions", to="accounts.team"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Trade',
+            name="Trade",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('price', models.DecimalField(decimal_places=4, max_digits=14)),
-                ('quantity', models.PositiveIntegerField()),
-                ('aggressor_side', models.CharField(choices=[('buy', 'Buy'), ('sell', 'Sell')], max_length=4, null=True)),
-                ('created_at', models.DateTimeField()),
-                ('instrument', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='trades', to='exchange.instrument')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("price", models.DecimalField(decimal_places=4, max_digits=14)),
+                ("quantity", models.PositiveIntegerField()),
+                (
+                    "aggressor_side",
+                    models.CharField(choices=[("buy", "Buy"), ("sell", "Sell")], max_length=4, null=True),
+                ),
+                ("created_at", models.DateTimeField()),
+                (
+                    "instrument",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="trades", to="exchange.instrument"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='Fill',
+            name="Fill",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('side', models.CharField(choices=[('buy', 'Buy'), ('sell', 'Sell')], max_length=4)),
-                ('quantity', models.PositiveIntegerField()),
-                ('price', models.DecimalField(decimal_places=4, max_digits=14)),
-                ('liquidity_type', models.CharField(choices=[('maker', 'Maker'), ('taker', 'Taker')], max_length=5)),
-                ('fees', models.DecimalField(decimal_places=4, max_digits=20)),
-                ('cash_delta', models.DecimalField(decimal_places=4, max_digits=20)),
-                ('position_after', models.IntegerField()),
-                ('created_at', models.DateTimeField()),
-                ('team', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='fills', to='accounts.team')),
-                ('instrument', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to='exchange.instrument')),
-                ('order', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='fills', to='exchange.order')),
-                ('trade', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='fills', to='exchange.trade')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("side", models.CharField(choices=[("buy", "Buy"), ("sell", "Sell")], max_length=4)),
+                ("quantity", models.PositiveIntegerField()),
+                ("price", models.DecimalField(decimal_places=4, max_digits=14)),
+                ("liquidity_type", models.CharField(choices=[("maker", "Maker"), ("taker", "Taker")], max_length=5)),
+                ("fees", models.DecimalField(decimal_places=4, max_digits=20)),
+                ("cash_delta", models.DecimalField(decimal_places=4, max_digits=20)),
+                ("position_after", models.IntegerField()),
+                ("created_at", models.DateTimeField()),
+                (
+                    "team",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="fills", to="accounts.team"
+                    ),
+                ),
+                (
+                    "instrument",
+                    models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to="exchange.instrument"),
+                ),
+                (
+                    "order",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="fills", to="exchange.order"
+                    ),
+                ),
+                (
+                    "trade",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="fills", to="exchange.trade"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['trade', 'id'],
+                "ordering": ["trade", "id"],
             },
         ),
         migrations.AddIndex(
-            model_name='order',
-            index=models.Index(fields=['team', 'status'], name='exchange_or_team_id_0834db_idx'),
+            model_name="order",
+            index=models.Index(fields=["team", "status"], name="exchange_or_team_id_0834db_idx"),
         ),
         migrations.AddIndex(
-            model_name='order',
-            index=models.Index(fields=['team', 'client_order_id'], name='exchange_or_team_id_fd885e_idx'),
+            model_name="order",
+            index=models.Index(fields=["team", "client_order_id"], name="exchange_or_team_id_fd885e_idx"),
         ),
         migrations.AddIndex(
-            model_name='command',
-            index=models.Index(condition=models.Q(('processed_at__isnull', True)), fields=['id'], name='command_pending'),
+            model_name="command",
+            index=models.Index(
+                condition=models.Q(("processed_at__isnull", True)), fields=["id"], name="command_pending"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='position',
-            constraint=models.UniqueConstraint(fields=('team', 'instrument'), name='one_position_per_instrument'),
+            model_name="position",
+            constraint=models.UniqueConstraint(fields=("team", "instrument"), name="one_position_per_instrument"),
         ),
         migrations.AddIndex(
-            model_name='fill',
-            index=models.Index(fields=['team', 'trade'], name='exchange_fi_team_id_97e927_idx'),
+            model_name="fill",
+            index=models.Index(fields=["team", "trade"], name="exchange_fi_team_id_97e927_idx"),
         ),
         migrations.AddConstraint(
-            model_name='fill',
-            constraint=models.UniqueConstraint(fields=('trade', 'order'), name='one_fill_per_trade_side'),
+            model_name="fill",
+            constraint=models.UniqueConstraint(fields=("trade", "order"), name="one_fill_per_trade_side"),
         ),
     ]

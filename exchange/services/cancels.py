@@ -26,16 +26,29 @@ class CancelRequest:
 def _decided(order: Order) -> dict[str, Any] | None:
     """The verdict when the order is already finished: no need to ask the engine."""
     if order.status == OrderStatus.FILLED:
-        return {"status": "rejected", "error_code": RejectCode.ORDER_ALREADY_FILLED, "error_message": "the order is filled"}
+        return {
+            "status": "rejected",
+            "error_code": RejectCode.ORDER_ALREADY_FILLED,
+            "error_message": "the order is filled",
+        }
     if order.status == OrderStatus.CANCELLED:
-        return {"status": "rejected", "error_code": RejectCode.ORDER_ALREADY_CANCELLED,
-                "error_message": "the order is already cancelled"}
+        return {
+            "status": "rejected",
+            "error_code": RejectCode.ORDER_ALREADY_CANCELLED,
+            "error_message": "the order is already cancelled",
+        }
     if order.status == OrderStatus.REJECTED:
-        return {"status": "rejected", "error_code": RejectCode.ORDER_NOT_FOUND, "error_message": "the order was rejected"}
+        return {
+            "status": "rejected",
+            "error_code": RejectCode.ORDER_NOT_FOUND,
+            "error_message": "the order was rejected",
+        }
     return None
 
 
-def order_cancel_request(team: Team, order_ids: list[int] | None = None, instrument: str | None = None) -> list[CancelRequest]:
+def order_cancel_request(
+    team: Team, order_ids: list[int] | None = None, instrument: str | None = None
+) -> list[CancelRequest]:
     """Journal cancels for the given orders of the team (None: all its open orders, optionally
     of one instrument). Orders of other teams are simply not found."""
     from exchange.tasks import wake_matching
@@ -57,8 +70,11 @@ def order_cancel_request(team: Team, order_ids: list[int] | None = None, instrum
         for order in orders.order_by("id"):
             verdict = _decided(order)
             if verdict is None and closed:
-                verdict = {"status": "rejected", "error_code": RejectCode.MARKET_CLOSED,
-                           "error_message": f"cancels are not taken in phase {phase}"}
+                verdict = {
+                    "status": "rejected",
+                    "error_code": RejectCode.MARKET_CLOSED,
+                    "error_message": f"cancels are not taken in phase {phase}",
+                }
             if verdict is not None:
                 requests.append(CancelRequest(order, verdict=verdict))
                 continue

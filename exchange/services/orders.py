@@ -18,6 +18,7 @@ from exchange.models import OPEN_STATUSES, Command, Game, Instrument, Order, Ord
 from exchange.policies import role_policy
 from exchange.prices import to_ticks
 from exchange.publisher import Outbox
+from exchange.ratelimit import order_rate_check
 
 
 @dataclass
@@ -52,7 +53,9 @@ def _check(team: Team, req: OrderRequest, game: Game) -> Instrument:
     if req.order_type == "market" and not policy.market_orders_allowed:
         raise Rejection(RejectCode.ORDER_TYPE_NOT_ALLOWED, f"role {team.role} may not send market orders")
     if game.phase == Phase.PRE_OPEN and (req.order_type == "market" or req.time_in_force in ("ioc", "fok")):
-        raise Rejection(RejectCode.ORDER_TYPE_NOT_ALLOWED, "before the open only resting limit orders (gtc, day) are taken")
+        raise Rejection(
+            RejectCode.ORDER_TYPE_NOT_ALLOWED, "before the open only resting limit orders (gtc, day) are taken"
+        )
     if req.price is not None and to_ticks(req.price, instrument.tick_size) is None:
         raise Rejection(
             RejectCode.INVALID_PRICE,
@@ -101,13 +104,23 @@ def _check_limits(team: Team, req: OrderRequest, instrument: Instrument, policy:
         raise Rejection(
             RejectCode.POSITION_LIMIT_EXCEEDED,
             f"buying {req.quantity} could take the position in {symbol} past +{limit}",
-            {"current_position": position, "open_buy_quantity": open_buy, "order_quantity": req.quantity, "limit": limit},
+            {
+                "current_position": position,
+                "open_buy_quantity": open_buy,
+                "order_quantity": req.quantity,
+                "limit": limit,
+            },
         )
     if req.side == "sell" and position - open_sell - req.quantity < -limit:
         raise Rejection(
             RejectCode.POSITION_LIMIT_EXCEEDED,
             f"selling {req.quantity} could take the position in {symbol} past -{limit}",
-            {"current_position": position, "open_sell_quantity": open_sell, "order_quantity": req.quantity, "limit": limit},
+            {
+                "current_position": position,
+                "open_sell_quantity": open_sell,
+                "order_quantity": req.quantity,
+                "limit": limit,
+            },
         )
     symbols = set(positions) | {s for s, _ in pending} | {symbol}
     exposures = {
@@ -139,9 +152,14 @@ def reject_data(order: Order) -> dict[str, Any]:
 
 
 def order_submit(team: Team, req: OrderRequest) -> Order:
-    """Validate and store one order; queue it for matching or announce its rejection, on commit."""
+    """Validate and store one order; queue it for matching or announce its rejection, on commit.
+
+    The rate limit comes first: an order over it raises ``RateLimitExceeded`` (or
+    ``RateLimiterUnavailable``) before anything is stored or announced.
+    """
     from exchange.tasks import wake_matching
 
+    order_rate_check(team)
     now = clock.now()
     with transaction.atomic():
         _lock_team(team)

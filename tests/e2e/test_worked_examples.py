@@ -107,7 +107,7 @@ async def run(stack, symbol: str, book: list[tuple[str, float, int]], incoming: 
             "remaining_quantity": left, "order_status": "filled" if left == 0 else "partially_filled",
             "liquidity_type": "taker", "fees": pytest.approx(TAKER_FEE * quantity), "position": position,
         }
-        desk, (maker_side, maker_price, maker_quantity) = makers[index], book[index]
+        desk, (maker_side, _, maker_quantity) = makers[index], book[index]
         maker_filled[index] += quantity
         [maker_report] = await desk.wait(
             lambda f, t=data["trade_id"]: f["type"] == "execution_report" and f["data"]["trade_id"] == t

@@ -9,8 +9,8 @@ from collections import Counter
 from io import StringIO
 
 import pytest
-from django.core.management import call_command
 import requests
+from django.core.management import call_command
 
 from exchange.models import Command, Fill, Order, Position, Trade
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 PAIRS = 150
 
 
-def test_worker_killed_mid_load_loses_and_repeats_nothing(stack) -> None:
+def test_worker_killed_mid_load_loses_and_repeats_nothing(stack, no_rate_limit) -> None:
     first, second = stack.register("Crash A", "market_maker"), stack.register("Crash B", "market_maker")
     accepted: list[str] = []
     session = requests.Session()
@@ -40,8 +40,10 @@ def test_worker_killed_mid_load_loses_and_repeats_nothing(stack) -> None:
 
     sender = threading.Thread(target=load)
     sender.start()
-    while len(accepted) < PAIRS // 2:
+    deadline = time.monotonic() + 60
+    while len(accepted) < PAIRS // 2 and sender.is_alive() and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert len(accepted) >= PAIRS // 2, "orders stopped being accepted before the kill"
     stack.kill("worker")  # SIGKILL, mid-stream
     killed_at = len(accepted)
     time.sleep(0.5)

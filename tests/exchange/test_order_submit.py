@@ -193,7 +193,7 @@ def test_position_limit_counts_open_orders(trader, api, order_body) -> None:
     assert rejected(api, key, order_body(side="sell", quantity=1, price=101.0))["error_code"] == "POSITION_LIMIT_EXCEEDED"
 
 
-def test_portfolio_limit(make_team, api, order_body) -> None:
+def test_portfolio_limit(make_team, api, order_body, no_rate_limit) -> None:
     from decimal import Decimal
 
     team, key = make_team("retail")  # ±50 per instrument, 50 in total
@@ -244,7 +244,7 @@ order_like = st.dictionaries(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=order_like | json_values)
-def test_any_json_gets_a_documented_answer(trader, api, body) -> None:
+def test_any_json_gets_a_documented_answer(trader, api, no_rate_limit, body) -> None:
     _, key = trader
     before = Order.objects.filter(status="pending_new").count()
     response = post(api, key, body)

@@ -14,7 +14,7 @@ from exchange.models import Order
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_parallel_orders_respect_the_position_limit(make_team, instruments) -> None:
+def test_parallel_orders_respect_the_position_limit(make_team, instruments, no_rate_limit) -> None:
     _, key = make_team("market_maker")  # ±50 per instrument
     start = threading.Barrier(20)
     statuses: list[str] = []
