@@ -103,7 +103,7 @@ class MatchingWorker:
         self._roles = dict(Team.objects.values_list("id", "role"))
         self._positions = {(p.team_id, p.instrument_id): p for p in Position.objects.all()}
         self._accounts = {a.team_id: a for a in Account.objects.all()}
-        engine = MatchingEngine(next_trade_id=self._trade_id, phase=Phase(game.phase))
+        engine = MatchingEngine(next_trade_id=self._trade_id, phase=self._journal_phase(game))
         resting = Order.objects.filter(
             status__in=(OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED), accepted_seq__isnull=False
         ).order_by("accepted_seq")
@@ -113,6 +113,18 @@ class MatchingWorker:
         gc.freeze()
         self.engine = engine
         log.info("books rebuilt: %d resting orders, next trade %d", len(engine.resting_orders()), self._next_trade)
+
+    @staticmethod
+    def _journal_phase(game: Game) -> Phase:
+        """The phase as of the journal's last applied command: ``Game.phase`` may already name
+        a phase whose SET_PHASE command is still waiting behind earlier orders."""
+        phases = Command.objects.filter(kind=Command.Kind.SET_PHASE)
+        applied = phases.filter(processed_at__isnull=False).order_by("-id").values_list("argument", flat=True).first()
+        if applied:
+            return Phase(applied)
+        if phases.exists():  # none applied yet: the game still had the phase it starts in
+            return Phase(Game._meta.get_field("phase").default)
+        return Phase(game.phase)
 
     def _trade_id(self) -> int:
         trade_id = self._next_trade

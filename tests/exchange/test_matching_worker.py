@@ -135,3 +135,15 @@ def test_a_failing_command_is_set_aside_and_the_rest_proceed(make_team, instrume
     assert Order.objects.get(pk=bad).status == "rejected" and Order.objects.get(pk=bad).error_code == "ENGINE_ERROR"
     assert Order.objects.get(pk=good).status == "new"
     assert not Command.objects.filter(processed_at__isnull=True).exists()
+
+
+def test_books_rebuild_in_the_phase_of_the_journal_not_of_the_game_row(make_team, instruments, api, sent) -> None:
+    from exchange.models import Game
+    from exchange.services.operator import game_set_phase
+
+    MatchingWorker().drain()
+    game_set_phase("pre_open")  # journalled, not applied yet
+    assert Game.objects.get(pk=1).phase == "pre_open"
+    assert MatchingWorker._journal_phase(Game.objects.get(pk=1)) == "continuous"
+    MatchingWorker().drain()
+    assert MatchingWorker._journal_phase(Game.objects.get(pk=1)) == "pre_open"
