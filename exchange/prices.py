@@ -7,9 +7,10 @@ from decimal import Decimal
 
 
 def to_ticks(price: Decimal, tick_size: Decimal) -> int | None:
-    """Integer ticks for a price on the grid, None when it falls between ticks."""
+    """Integer ticks for a positive price on the grid, None when it falls between ticks (or
+    rounds to nothing: a price too small for the grid is not on it)."""
     ticks, rest = divmod(price, tick_size)
-    if rest != 0:
+    if rest != 0 or ticks <= 0:
         return None
     return int(ticks)
 

@@ -2,26 +2,77 @@
 
 Private messages go to the group ``team.<pk>`` (every connection of that team); public ones to
 ``market``. Messages are batched per group: one layer call carries many frames.
+
+Every layer message also carries ``group_seq``, a per-group number from a Redis counter, and
+``sent_at`` (epoch seconds). ``channels_redis`` drops messages silently when a channel is full or
+a message is too old; the consumer uses ``group_seq`` to see such a gap and ``sent_at`` to see a
+connection falling behind, and closes the connection (4008) rather than skip frames.
+
+Usage::
+
+    outbox = Outbox()
+    outbox.to_team(team.pk, "new_order_ack", data, timestamp)
+    outbox.to_market("trade", data, timestamp)
+    outbox.to_market("event", {"event_type": "news", "headline": "..."}, timestamp)
+    outbox.send_on_commit()
+
+``publish_event`` sends a single public ``event`` frame (phase changes, halts) right away.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from collections import defaultdict
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from exchange import clock
+from exchange.connections import redis_for
+
 log = logging.getLogger(__name__)
+
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def _publishing_loop() -> asyncio.AbstractEventLoop:
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            _loop = asyncio.new_event_loop()
+            threading.Thread(target=_loop.run_forever, name="publisher", daemon=True).start()
+        return _loop
 
 MARKET_GROUP = "market"
 
 
 def team_group(team_pk: int) -> str:
     return f"team.{team_pk}"
+
+
+def group_seq_key(layer: Any, group: str) -> str:
+    return f"{layer.prefix}:ws:group_seq:{group}"
+
+
+async def next_group_numbers(layer: Any, groups: list[str]) -> dict[str, int]:
+    """One ``INCR`` per group, pipelined: one round trip per Redis host (one host normally)."""
+    if not hasattr(layer, "consistent_hash"):  # a layer without Redis: no numbering, no gap checks
+        return {}
+    by_host: dict[int, list[str]] = defaultdict(list)
+    for group in groups:
+        by_host[layer.consistent_hash(group)].append(group)
+    numbers: dict[str, int] = {}
+    for names in by_host.values():
+        pipe = redis_for(layer, names[0]).pipeline(transaction=False)
+        for name in names:
+            pipe.incr(group_seq_key(layer, name))
+        numbers.update(zip(names, await pipe.execute(), strict=True))
+    return numbers
 
 
 class Outbox:
@@ -45,21 +96,46 @@ class Outbox:
             transaction.on_commit(self.send)
 
     def send(self) -> None:
+        """Publish from synchronous code (the matching worker, a view's on-commit hook).
+
+        Runs on one long-lived event loop of this process, so the channel layer keeps its Redis
+        connections instead of opening new ones for a new loop at every batch.
+        """
         try:
-            async_to_sync(self._send_all)()
+            asyncio.run_coroutine_threadsafe(self._send_all(), _publishing_loop()).result(timeout=30)
         except Exception:  # the database is the record; clients resync from it
             log.exception("publishing to the channel layer failed")
 
     async def _send_all(self) -> None:
         layer = get_channel_layer()
-        if layer is None:
+        if layer is None or not self:
             return
+        groups = [team_group(team_pk) for team_pk in self.private]
+        if self.public:
+            groups.append(MARKET_GROUP)
+        numbers = await next_group_numbers(layer, groups)
+        sent_at = time.time()
+
+        def message(kind: str, group: str, frames: list[dict[str, Any]]) -> dict[str, Any]:
+            return {"type": kind, "messages": frames, "group_seq": numbers.get(group), "sent_at": sent_at}
+
         await asyncio.gather(
             *(
-                layer.group_send(team_group(team_pk), {"type": "team.messages", "messages": messages})
-                for team_pk, messages in self.private.items()
+                layer.group_send(team_group(pk), message("team.messages", team_group(pk), frames))
+                for pk, frames in self.private.items()
             )
         )
         # Public frames after the private ones: a team hears of its own fill before the tape does.
         if self.public:
-            await layer.group_send(MARKET_GROUP, {"type": "market.messages", "messages": self.public})
+            await layer.group_send(MARKET_GROUP, message("market.messages", MARKET_GROUP, self.public))
+
+
+def publish_event(event_type: str, data: dict[str, Any]) -> None:
+    """Send an ``event`` frame (``{"event_type": ..., **data}``) to every connection.
+
+    Immediately when called outside a transaction, after commit inside one, so an event never
+    announces a change that was rolled back.
+    """
+    outbox = Outbox()
+    outbox.to_market("event", {"event_type": event_type, **data}, clock.iso(clock.now()))
+    transaction.on_commit(outbox.send)

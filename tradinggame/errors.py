@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework import exceptions, status
+from rest_framework import exceptions, parsers, status
 from rest_framework.response import Response
 
 
@@ -68,3 +68,13 @@ def server_error(request: Any) -> Any:
     from django.http import JsonResponse
 
     return JsonResponse(error_body("INTERNAL_ERROR", "the server failed; nothing was changed by this request"), status=500)
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser, with deeply nested bodies refused like any other unreadable JSON."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError("JSON nested too deeply") from None

@@ -39,12 +39,15 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "accounts",
     "exchange",
 ]
 
 MIDDLEWARE = [
+    "tradinggame.middleware.BodySizeLimit",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -81,7 +84,9 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # SQLite ignores select_for_update(): immediate transactions serialize writers instead.
+    # SQLite ignores select_for_update(): immediate transactions serialize writers instead, and
+    # our backend hands the write lock over through a file lock rather than SQLite's sleeps.
+    DATABASES["default"]["ENGINE"] = "tradinggame.sqlite_backend"
     DATABASES["default"]["OPTIONS"] = {
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
@@ -101,12 +106,17 @@ if not REDIS_URL:
     REDIS_URL = embedded_redis.ensure(Path(EMBEDDED_REDIS_DIR))
     os.environ["REDIS_URL"] = REDIS_URL  # processes started from here share the same server
 
+# All connections of one web process share one Redis key, and each connection has a local
+# buffer of the same capacity: a full one drops messages (consumers notice the gap and close
+# with 4008), so leave room for a burst of many batches while a process is busy.
+# The layer waits on Redis with 5 s blocking pops; redis-py's default 5 s socket timeout would
+# race them and kill every idle connection's consumer, so reads get more time than that.
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [REDIS_URL],
-            "capacity": 2000,
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
+            "capacity": int(os.environ.get("EXCHANGE_WS_LAYER_CAPACITY", "10000")),
             "expiry": 60,
             "prefix": os.environ.get("ITG_CHANNEL_PREFIX", "itg"),
         },
@@ -129,14 +139,43 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["accounts.authentication.IsActiveTeam"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["tradinggame.errors.JSONParser"],
     "EXCEPTION_HANDLER": "tradinggame.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# --- OpenAPI: /schema/ and /docs/ (exchange.api.schema holds the annotations) ------------------
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Intern Trading Game exchange",
+    "VERSION": "1.0.0",
+    "DESCRIPTION": "",  # written by exchange.api.schema.postprocess (WebSocket protocol, codes)
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_AUTHENTICATION": [],  # the schema and the docs need no key
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "DEFAULT_GENERATOR_CLASS": "exchange.api.schema.SchemaGenerator",
+    "POSTPROCESSING_HOOKS": ["exchange.api.schema.postprocess"],
+    "SORT_OPERATIONS": False,
+    "ENUM_GENERATE_CHOICE_DESCRIPTION": False,
+    "SWAGGER_UI_DIST": "SIDECAR",  # assets from the static files, no CDN
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "displayOperationId": True},
 }
 
 # --- the exchange ---------------------------------------------------------------------------
 EXCHANGE_SERVICE_NAME = "intern-trading-game"
 EXCHANGE_MAX_CONNECTIONS_PER_TEAM = int(os.environ.get("EXCHANGE_MAX_CONNECTIONS_PER_TEAM", "5"))
+# WebSocket delivery: a connection that cannot take a frame within the send timeout, or whose
+# frames are older than the maximum lag, or that has a gap the grace does not fill, is closed
+# with 4008; a peer that does not read its close within the close timeout is reset.
+EXCHANGE_WS_SEND_TIMEOUT_S = float(os.environ.get("EXCHANGE_WS_SEND_TIMEOUT_S", "5"))
+EXCHANGE_WS_MAX_LAG_S = float(os.environ.get("EXCHANGE_WS_MAX_LAG_S", "10"))
+EXCHANGE_WS_CLOSE_TIMEOUT_S = float(os.environ.get("EXCHANGE_WS_CLOSE_TIMEOUT_S", "5"))
+EXCHANGE_WS_GAP_GRACE_S = float(os.environ.get("EXCHANGE_WS_GAP_GRACE_S", "2"))
+EXCHANGE_WS_MAX_BACKLOG = int(os.environ.get("EXCHANGE_WS_MAX_BACKLOG", "10000"))  # frames queued on one connection
+EXCHANGE_WS_MARKET_DATA_INTERVAL_S = float(os.environ.get("EXCHANGE_WS_MARKET_DATA_INTERVAL_S", "0.1"))
+EXCHANGE_WS_REGISTRY_TTL_S = float(os.environ.get("EXCHANGE_WS_REGISTRY_TTL_S", "30"))
 EXCHANGE_MATCHING_BATCH = int(os.environ.get("EXCHANGE_MATCHING_BATCH", "500"))
 
 LANGUAGE_CODE = "en-us"

@@ -49,7 +49,7 @@ def parse_body(body: bytes) -> dict[str, Any]:
         raise OrderFormError(RejectCode.INVALID_JSON, "the body is too large", {"max_bytes": MAX_BODY}, status=413)
     try:
         data = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise OrderFormError(RejectCode.INVALID_JSON, "the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise OrderFormError(RejectCode.INVALID_JSON, "the body must be a JSON object")

@@ -36,7 +36,8 @@ from exchange.selectors import (
 from exchange.services.orders import order_submit
 from tradinggame.errors import ApiError
 
-ID_PATTERN = re.compile(r"^(ORD|TRD|TEAM)_(\d{1,18})$")
+ID_PATTERN = re.compile(r"^(ORD|TRD|TEAM)_([0-9]{1,18})$")
+DIGITS = re.compile(r"^[0-9]{1,3}$")
 
 
 def query_param(request: Request, name: str) -> str | None:
@@ -84,7 +85,7 @@ def _database_ok() -> bool:
         return False
 
 
-def _order_reply(order: Order | None, request_id: str | None, **overrides: Any) -> dict[str, Any]:
+def order_reply(order: Order | None, request_id: str | None, **overrides: Any) -> dict[str, Any]:
     reply: dict[str, Any] = {
         "order_id": None,
         "client_order_id": None,
@@ -130,7 +131,7 @@ class OrdersView(APIView):
                 request_id = data["request_id"][:64]
             order_req = order_request(data)
         except OrderFormError as error:
-            reply = _order_reply(
+            reply = order_reply(
                 None, request_id, error_code=error.code.value, error_message=error.message, details=error.details
             )
             return Response(reply, status=error.status)
@@ -138,7 +139,7 @@ class OrdersView(APIView):
             order = order_submit(team, order_req)
         except RateLimitExceeded as limited:
             # Nothing was stored: no order_id, and nothing goes over the WebSocket.
-            reply = _order_reply(
+            reply = order_reply(
                 None,
                 order_req.request_id,
                 client_order_id=order_req.client_order_id,
@@ -148,7 +149,7 @@ class OrdersView(APIView):
             )
             return Response(reply, status=429, headers={"Retry-After": str(limited.retry_after_s)})
         except RateLimiterUnavailable as unavailable:
-            reply = _order_reply(
+            reply = order_reply(
                 None,
                 order_req.request_id,
                 client_order_id=order_req.client_order_id,
@@ -157,7 +158,7 @@ class OrdersView(APIView):
                 details={"component": "redis"},
             )
             return Response(reply, status=503, headers={"Retry-After": "1"})
-        return Response(_order_reply(order, order_req.request_id))
+        return Response(order_reply(order, order_req.request_id))
 
     def get(self, request: Request) -> Response:
         team = team_of(request)
@@ -169,11 +170,13 @@ class OrdersView(APIView):
         if since := query_param(request, "since"):
             try:
                 moment = parse_datetime(since)
-            except ValueError:
+                # In UTC before it reaches the database (PostgreSQL refuses offsets past ±15:59).
+                moment = moment.astimezone(UTC) if moment and moment.tzinfo else moment and moment.replace(tzinfo=UTC)
+            except (ValueError, OverflowError):
                 moment = None
             if moment is None:
                 raise ApiError("INVALID_REQUEST", "since must be an ISO-8601 timestamp", 400, {"field": "since"})
-            orders = orders.filter(updated_at__gte=moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+            orders = orders.filter(updated_at__gte=moment)
         return Response({"orders": [order_object(order) for order in orders[:5000]]})
 
 
@@ -239,7 +242,7 @@ class OrderBookView(APIView):
     def get(self, request: Request, instrument_id: str) -> Response:
         team_of(request)
         raw_depth = query_param(request, "depth") or "5"
-        if not raw_depth.isdigit() or not 1 <= int(raw_depth) <= 50:
+        if not DIGITS.match(raw_depth) or not 1 <= int(raw_depth) <= 50:
             raise ApiError("INVALID_REQUEST", "depth must be an integer from 1 to 50", 400, {"field": "depth"})
         if not printable(instrument_id) or not Instrument.objects.filter(symbol=instrument_id, listed=True).exists():
             raise ApiError("INVALID_INSTRUMENT", f"{instrument_id} is not a listed instrument", 404)

@@ -268,3 +268,31 @@ def test_control_characters_in_queries_are_400(trader, api, path) -> None:
     _, key = trader
     response = api(key).get(path)
     assert response.status_code == 400 and response.json()["error"]["code"] == "INVALID_REQUEST"
+
+
+def test_deeply_nested_json_is_invalid_json(trader, api) -> None:
+    _, key = trader
+    response = api(key).generic("POST", "/orders", "[" * 5000, content_type="application/json")
+    assert response.status_code == 400 and response.json()["error_code"] == "INVALID_JSON"
+    response = api().generic("POST", "/auth/register", "[" * 5000, content_type="application/json")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "INVALID_JSON"
+
+
+def test_oversized_bodies_are_413_in_json(trader, api) -> None:
+    _, key = trader
+    huge = '{"x": "' + "a" * 3_000_000 + '"}'
+    response = api(key).generic("POST", "/orders", huge, content_type="application/json")
+    assert response.status_code == 413 and response.json()["error_code"] == "INVALID_JSON"
+    assert response.json()["order_id"] is None
+    response = api().generic("POST", "/auth/register", huge, content_type="application/json")
+    assert response.status_code == 413 and response.json()["error"]["code"] == "INVALID_JSON"
+
+
+def test_a_price_too_small_for_the_grid_is_off_the_grid(trader, api, order_body) -> None:
+    _, key = trader
+    response = api(key).generic(
+        "POST", "/orders",
+        '{"instrument_id": "SPX_4500_CALL", "order_type": "limit", "side": "buy", "quantity": 1, "price": 0.5e-999999999}',
+        content_type="application/json",
+    )
+    assert response.status_code == 200 and response.json()["error_code"] == "INVALID_PRICE"

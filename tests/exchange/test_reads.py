@@ -95,3 +95,23 @@ def test_game_and_instruments(two_teams, api) -> None:
         "instrument_id": "SPX_4500_CALL", "underlying": "SPX", "option_type": "call", "strike": 4500.0,
         "expiry": None, "tick_size": 0.01, "multiplier": 100, "max_order_size": 1000, "status": "active",
     }
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/orders?since=0001-01-01T00:00:00%2B01:00",
+        "/orders?since=9999-12-31T23:59:59-01:00",
+        "/orderbook/SPX_4500_CALL?depth=%C2%B2",
+    ],
+)
+def test_odd_query_values_are_400(two_teams, api, path) -> None:
+    (_, mm), _ = two_teams
+    response = api(mm).get(path)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "INVALID_REQUEST"
+
+
+def test_a_far_utc_offset_is_read_in_utc(two_teams, api) -> None:
+    (_, mm), _ = two_teams
+    response = api(mm).get("/orders?since=2536-08-31T20:28:14.206275-18:56")
+    assert response.status_code == 200 and response.json() == {"orders": []}

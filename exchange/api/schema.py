@@ -1,0 +1,1024 @@
+"""The OpenAPI 3 description of the API, served at ``/schema/`` with Swagger UI at ``/docs/``.
+
+Everything about the schema lives here, applied to the views from outside:
+
+- documentation serializers for every request and reply (they validate nothing at run time);
+- ``extend_schema_view(...)`` on each view class, executed when this module is imported
+  (``tradinggame.urls`` imports it);
+- ``Endpoints``: the URL patterns that the schema generator cannot read by itself. ``/orders`` and
+  ``/orders/{order_id}`` are dispatched by method (DRF view for GET/POST, async view for DELETE), so
+  each is documented by its DRF view plus a stand-in view class for the DELETE;
+  ``/positions/{team_id}`` gets a stand-in of its own because its 403 differs from ``/positions``;
+- ``postprocess``: the long description (conventions, rejection codes, the WebSocket protocol)
+  and the ``X-API-Key`` security scheme.
+
+The rejection codes come from ``exchange.codes.RejectCode``; a new code shows up in the
+description and, unless it is listed below as a form, transport, cancel or engine-only code,
+among the business rejections (HTTP 200) of ``POST /orders``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from django.urls import URLPattern
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.generators import EndpointEnumerator
+from drf_spectacular.generators import SchemaGenerator as BaseSchemaGenerator
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import Role
+from accounts.views import RegisterView
+from exchange.api import views
+from exchange.api.order_input import MAX_BODY
+from exchange.codes import RejectCode
+from exchange.engine.types import CancelReason
+from exchange.models import OrderStatus, OrderType, Phase, Side, TimeInForce
+
+API_KEY_SCHEME = "ApiKeyAuth"
+SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"  # POST /orders when Redis cannot be asked (503)
+
+# --- codes ------------------------------------------------------------------------------------
+
+# Malformed orders (HTTP 400, no order stored). INVALID_INSTRUMENT (instrument_id not a string of
+# 1-64 printable characters) and INVALID_PRICE (not a positive finite number) are also business
+# rejections when the value is well formed but refused.
+FORM_CODES = (
+    RejectCode.INVALID_JSON,
+    RejectCode.MISSING_FIELD,
+    RejectCode.UNKNOWN_FIELD,
+    RejectCode.INVALID_INSTRUMENT,
+    RejectCode.INVALID_SIDE,
+    RejectCode.INVALID_ORDER_TYPE,
+    RejectCode.INVALID_QUANTITY,
+    RejectCode.INVALID_PRICE,
+    RejectCode.MISSING_PRICE,
+    RejectCode.PRICE_NOT_ALLOWED,
+    RejectCode.INVALID_TIME_IN_FORCE,
+    RejectCode.INVALID_CLIENT_ORDER_ID,
+)
+_FORM_ONLY = set(FORM_CODES) - {RejectCode.INVALID_INSTRUMENT, RejectCode.INVALID_PRICE}
+TRANSPORT_CODES = (RejectCode.UNSUPPORTED_MEDIA_TYPE, RejectCode.RATE_LIMIT_EXCEEDED)
+CANCEL_REPLY_CODES = (
+    RejectCode.ORDER_NOT_FOUND,
+    RejectCode.ORDER_ALREADY_FILLED,
+    RejectCode.ORDER_ALREADY_CANCELLED,
+    RejectCode.MARKET_CLOSED,
+)
+_CANCEL_ONLY = {RejectCode.ORDER_NOT_FOUND, RejectCode.ORDER_ALREADY_FILLED, RejectCode.ORDER_ALREADY_CANCELLED}
+# Refusals of the matching engine after the REST reply: `new_order_reject` frames and the stored order only.
+ENGINE_ONLY = {RejectCode.ENGINE_ERROR, RejectCode.DUPLICATE_ORDER_ID}
+# HTTP 200 "rejected": every other code.
+BUSINESS_CODES = tuple(
+    c for c in RejectCode if c not in _FORM_ONLY | set(TRANSPORT_CODES) | _CANCEL_ONLY | ENGINE_ONLY
+)
+
+CODE_NOTES: dict[str, str] = {
+    RejectCode.INVALID_JSON: "the body is not a JSON object (also `NaN`/`Infinity`); a body over the size limit (413)",
+    RejectCode.MISSING_FIELD: "a required field is missing or null",
+    RejectCode.UNKNOWN_FIELD: "a field the API does not know (typos must not pass silently)",
+    RejectCode.INVALID_INSTRUMENT: "not a listed instrument (400 when not a string of 1-64 printable characters)",
+    RejectCode.INSTRUMENT_HALTED: "the instrument is halted by an operator",
+    RejectCode.INVALID_ORDER_TYPE: "`order_type` is not `limit` or `market`",
+    RejectCode.INVALID_SIDE: "`side` is not `buy` or `sell`",
+    RejectCode.INVALID_QUANTITY: "`quantity` is not a JSON integer >= 1 (`10.0` is refused)",
+    RejectCode.INVALID_PRICE: "not a positive finite JSON number (400), or off the tick grid (200)",
+    RejectCode.MISSING_PRICE: "a limit order without `price`",
+    RejectCode.PRICE_NOT_ALLOWED: "a market order with `price`",
+    RejectCode.INVALID_TIME_IN_FORCE: "`time_in_force` is not `gtc`, `day`, `ioc` or `fok`",
+    RejectCode.INVALID_CLIENT_ORDER_ID: "`client_order_id` is not a string of 1-64 printable characters",
+    RejectCode.MARKET_CLOSED: "the phase does not accept orders (`closed`, `opening_auction`) or cancels",
+    RejectCode.POSITION_LIMIT_EXCEEDED: "position + open orders on that side + this order would pass the per-instrument limit",
+    RejectCode.PORTFOLIO_LIMIT_EXCEEDED: "the worst-case sum of absolute positions over instruments would pass the role's limit",
+    RejectCode.ORDER_SIZE_LIMIT_EXCEEDED: "above the smaller of the role's and the instrument's maximum order size",
+    RejectCode.RATE_LIMIT_EXCEEDED: "too many orders per second for the role (HTTP 429, `Retry-After`, no order stored)",
+    RejectCode.DUPLICATE_CLIENT_ORDER_ID: "an open order of the team already uses this `client_order_id`",
+    RejectCode.ORDER_TYPE_NOT_ALLOWED: "the role may not send market orders; before the open only resting limit orders",
+    RejectCode.TWO_SIDED_QUOTE_NOT_ALLOWED: "a hedge fund resting both sides of one instrument",
+    RejectCode.TRADING_DISABLED: "the team or the whole exchange is halted by an operator",
+    RejectCode.ENGINE_ERROR: "the matching engine could not take the order",
+    RejectCode.DUPLICATE_ORDER_ID: "the matching engine already holds an order with this id",
+    RejectCode.UNSUPPORTED_MEDIA_TYPE: "the body is not sent as `application/json` (HTTP 415)",
+    RejectCode.ORDER_NOT_FOUND: "cancel: unknown id, another team's order, or a rejected order (HTTP 404)",
+    RejectCode.ORDER_ALREADY_FILLED: "cancel: the order is filled",
+    RejectCode.ORDER_ALREADY_CANCELLED: "cancel: the order is already cancelled",
+}
+
+
+def _codes(codes: Iterable[str]) -> str:
+    return ", ".join(f"`{c}`" for c in codes)
+
+
+# --- the error envelope -----------------------------------------------------------------------
+
+
+def envelope(*codes: str) -> dict[str, Any]:
+    """The error body ``{"error": {"code", "message", "details"}}`` with the codes one reply can carry."""
+    return {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message", "details"],
+                "properties": {
+                    "code": {"type": "string", "enum": list(codes)},
+                    "message": {"type": "string", "description": "Human text; do not parse."},
+                    "details": {
+                        "type": "object",
+                        "additionalProperties": True,
+                        "description": "Numbers and field names, e.g. `{\"field\": \"depth\"}` or "
+                        "`{\"fields\": {\"team_name\": [\"...\"]}}`; `{}` when there is nothing to add.",
+                    },
+                },
+            }
+        },
+    }
+
+
+def error(description: str, *codes: str) -> OpenApiResponse:
+    return OpenApiResponse(response=envelope(*codes), description=f"{description} Codes: {_codes(codes)}.")
+
+
+UNAUTHORIZED = error(
+    "No key (`NOT_AUTHENTICATED`) or an unknown or revoked key (`INVALID_API_KEY`) in `X-API-Key`.",
+    "NOT_AUTHENTICATED",
+    "INVALID_API_KEY",
+)
+TEAM_DISABLED = error("The team has been disabled by an operator.", "TEAM_DISABLED")
+
+
+def authenticated(responses: dict[int, Any], forbidden: OpenApiResponse = TEAM_DISABLED) -> dict[int, Any]:
+    return {**responses, 401: UNAUTHORIZED, 403: forbidden}
+
+
+# --- documentation serializers ----------------------------------------------------------------
+
+DATETIME_HELP = "UTC ISO-8601 with microseconds and a Z, e.g. `2024-01-15T10:00:00.123456Z`."
+
+
+def _choices(values: Iterable[str]) -> list[str]:
+    return [str(v) for v in values]
+
+
+class HealthComponentsSerializer(serializers.Serializer):
+    database = serializers.BooleanField()
+    redis = serializers.BooleanField()
+    matching_worker = serializers.BooleanField(help_text="The matching worker's heartbeat is fresh.")
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["ok", "degraded"])
+    service = serializers.CharField()
+    components = HealthComponentsSerializer()
+
+
+class RegisterRequestSerializer(serializers.Serializer):
+    team_name = serializers.CharField(min_length=3, max_length=50, help_text="Unique; surrounding blanks are trimmed.")
+    role = serializers.ChoiceField(choices=_choices(Role.values))
+
+
+class RegisteredSerializer(serializers.Serializer):
+    team_id = serializers.CharField(help_text="`TEAM_<n>`.")
+    team_name = serializers.CharField()
+    role = serializers.ChoiceField(choices=_choices(Role.values))
+    api_key = serializers.CharField(help_text="`itg_...`: shown only in this reply; the server keeps only a hash.")
+    created_at = serializers.DateTimeField()
+
+
+class OrderRequestSerializer(serializers.Serializer):
+    instrument_id = serializers.CharField(min_length=1, max_length=64, help_text="A listed instrument.")
+    order_type = serializers.ChoiceField(choices=_choices(OrderType.values))
+    side = serializers.ChoiceField(choices=_choices(Side.values))
+    quantity = serializers.IntegerField(
+        min_value=1, max_value=2**31 - 1, help_text="Contracts; at most the role's and the instrument's maximum."
+    )
+    price = serializers.FloatField(
+        required=False,
+        help_text="Limit orders only (a market order must not have one): a JSON number > 0 on the tick grid.",
+    )
+    client_order_id = serializers.CharField(
+        required=False, min_length=1, max_length=64, help_text="Echoed on every message about this order."
+    )
+    time_in_force = serializers.ChoiceField(
+        choices=_choices(TimeInForce.values),
+        required=False,
+        help_text="Default `gtc` for limit orders; market orders are always `ioc`.",
+    )
+    request_id = serializers.CharField(required=False, min_length=1, max_length=64, help_text="Echoed in the reply.")
+
+
+def _order_reply(name: str, doc: str, *, statuses: list[str], codes: Iterable[str] | None, order_id: bool | None) -> Any:
+    """An order-reply serializer narrowed to what one HTTP status can carry.
+
+    ``order_id``: True always set, False always null, None either. ``codes`` None: always null.
+    """
+    code_list = _choices(codes or [])
+    fields: dict[str, Any] = {
+        "__doc__": doc,
+        "order_id": serializers.CharField(allow_null=order_id is not True, help_text="`ORD_<n>`."),
+        "client_order_id": serializers.CharField(allow_null=True),
+        "status": serializers.ChoiceField(choices=statuses),
+        "timestamp": serializers.DateTimeField(help_text=DATETIME_HELP),
+        "filled_quantity": serializers.IntegerField(help_text="Always 0: fills arrive over the WebSocket."),
+        "average_price": serializers.FloatField(allow_null=True),
+        "fees": serializers.FloatField(),
+        "liquidity_type": serializers.ChoiceField(choices=["maker", "taker"], allow_null=True),
+        "error_code": serializers.ChoiceField(choices=code_list, allow_null=codes is None or order_id is True)
+        if code_list
+        else serializers.CharField(allow_null=True, help_text="null."),
+        "error_message": serializers.CharField(allow_null=True),
+        "details": serializers.DictField(allow_null=True, help_text="The numbers behind a rejection."),
+        "request_id": serializers.CharField(allow_null=True),
+    }
+    return type(name, (serializers.Serializer,), fields)
+
+
+OrderReplySerializer = _order_reply(
+    "OrderReplySerializer",
+    "Accepted (queued for matching) or rejected by a business rule (stored for audit, "
+    "`new_order_reject` pushed over the WebSocket). `error_code` is null when accepted.",
+    statuses=["accepted", "rejected"],
+    codes=BUSINESS_CODES,
+    order_id=True,
+)
+OrderReplyMalformedSerializer = _order_reply(
+    "OrderReplyMalformedSerializer",
+    "The body cannot be read as an order: nothing stored, nothing on the WebSocket.",
+    statuses=["rejected"],
+    codes=FORM_CODES,
+    order_id=False,
+)
+OrderReplyTooLargeSerializer = _order_reply(
+    "OrderReplyTooLargeSerializer",
+    f"The body is larger than {MAX_BODY} bytes.",
+    statuses=["rejected"],
+    codes=[RejectCode.INVALID_JSON],
+    order_id=False,
+)
+OrderReplyUnsupportedMediaTypeSerializer = _order_reply(
+    "OrderReplyUnsupportedMediaTypeSerializer",
+    "The body is not sent as `application/json`.",
+    statuses=["rejected"],
+    codes=[RejectCode.UNSUPPORTED_MEDIA_TYPE],
+    order_id=False,
+)
+OrderReplyRateLimitedSerializer = _order_reply(
+    "OrderReplyRateLimitedSerializer",
+    "Over the role's orders per second: no order stored, nothing on the WebSocket; retry after "
+    "`Retry-After` seconds (`details.retry_after_ms` is more precise).",
+    statuses=["rejected"],
+    codes=[RejectCode.RATE_LIMIT_EXCEEDED],
+    order_id=False,
+)
+OrderReplyUnavailableSerializer = _order_reply(
+    "OrderReplyUnavailableSerializer",
+    "A component the exchange needs (Redis) is unavailable: the order was not taken; retry shortly.",
+    statuses=["rejected"],
+    codes=[SERVICE_UNAVAILABLE],
+    order_id=False,
+)
+
+
+class FillSerializer(serializers.Serializer):
+    trade_id = serializers.CharField(help_text="`TRD_<n>`.")
+    order_id = serializers.CharField()
+    client_order_id = serializers.CharField(allow_null=True)
+    instrument_id = serializers.CharField()
+    side = serializers.ChoiceField(choices=_choices(Side.values))
+    quantity = serializers.IntegerField()
+    price = serializers.FloatField()
+    liquidity_type = serializers.ChoiceField(choices=["maker", "taker"])
+    fees = serializers.FloatField(help_text="Positive: paid; negative: a rebate received.")
+    position = serializers.IntegerField(help_text="The team's net position in the instrument after this fill.")
+    timestamp = serializers.DateTimeField(help_text=DATETIME_HELP)
+
+
+class OrderSerializer(serializers.Serializer):
+    order_id = serializers.CharField(help_text="`ORD_<n>`.")
+    client_order_id = serializers.CharField(allow_null=True)
+    instrument_id = serializers.CharField(help_text="As sent, also for an unknown instrument (rejected orders).")
+    side = serializers.ChoiceField(choices=_choices(Side.values))
+    order_type = serializers.ChoiceField(choices=_choices(OrderType.values))
+    time_in_force = serializers.ChoiceField(choices=_choices(TimeInForce.values))
+    price = serializers.FloatField(allow_null=True, help_text="null for market orders.")
+    quantity = serializers.IntegerField()
+    filled_quantity = serializers.IntegerField()
+    remaining_quantity = serializers.IntegerField()
+    cancelled_quantity = serializers.IntegerField()
+    average_price = serializers.FloatField(allow_null=True)
+    fees = serializers.FloatField()
+    status = serializers.ChoiceField(choices=_choices(OrderStatus.values))
+    error_code = serializers.CharField(allow_null=True, help_text="Why it was rejected, when it was.")
+    created_at = serializers.DateTimeField(help_text=DATETIME_HELP)
+    updated_at = serializers.DateTimeField(help_text=DATETIME_HELP)
+
+
+class OrderDetailSerializer(OrderSerializer):
+    fills = FillSerializer(many=True)
+
+
+class OrderListSerializer(serializers.Serializer):
+    orders = OrderSerializer(many=True)
+
+
+class FillListSerializer(serializers.Serializer):
+    fills = FillSerializer(many=True)
+
+
+class PositionsSerializer(serializers.Serializer):
+    team_id = serializers.CharField()
+    positions = serializers.DictField(
+        child=serializers.IntegerField(), help_text="instrument_id → signed net position (contracts)."
+    )
+
+
+class LimitLeftSerializer(serializers.Serializer):
+    buy = serializers.IntegerField()
+    sell = serializers.IntegerField()
+
+
+class AccountPositionSerializer(serializers.Serializer):
+    instrument_id = serializers.CharField()
+    position = serializers.IntegerField()
+    limit = serializers.IntegerField(help_text="Per-instrument position limit of the role, either side.")
+    limit_left = LimitLeftSerializer(help_text="How much more the filled position may grow each way.")
+    average_price = serializers.FloatField(allow_null=True, help_text="Average cost of the open position.")
+    mark_price = serializers.FloatField(allow_null=True, help_text="Mid of the book, else the last trade.")
+
+
+class AccountSerializer(serializers.Serializer):
+    team_id = serializers.CharField()
+    role = serializers.ChoiceField(choices=_choices(Role.values))
+    cash = serializers.FloatField()
+    fees_paid = serializers.FloatField(help_text="Net: fees paid minus rebates received.")
+    realized_pnl = serializers.FloatField()
+    unrealized_pnl = serializers.FloatField(help_text="Marked at the mid (or the last trade).")
+    total_pnl = serializers.FloatField(help_text="realized + unrealized − fees_paid.")
+    positions = AccountPositionSerializer(many=True)
+    portfolio_limit = serializers.IntegerField()
+    portfolio_used = serializers.IntegerField(help_text="Σ |position| over instruments.")
+
+
+class InstrumentSerializer(serializers.Serializer):
+    instrument_id = serializers.CharField()
+    underlying = serializers.CharField()
+    option_type = serializers.ChoiceField(choices=["call", "put"])
+    strike = serializers.FloatField()
+    expiry = serializers.DateField(allow_null=True)
+    tick_size = serializers.FloatField()
+    multiplier = serializers.IntegerField()
+    max_order_size = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=["active", "halted"])
+
+
+class InstrumentListSerializer(serializers.Serializer):
+    instruments = InstrumentSerializer(many=True)
+
+
+class BookLevelSerializer(serializers.Serializer):
+    price = serializers.FloatField()
+    quantity = serializers.IntegerField(help_text="Total resting quantity at this price.")
+
+
+class LastTradeSerializer(serializers.Serializer):
+    trade_id = serializers.CharField()
+    price = serializers.FloatField()
+    quantity = serializers.IntegerField()
+    aggressor_side = serializers.ChoiceField(choices=_choices(Side.values), allow_null=True)
+    timestamp = serializers.DateTimeField(help_text=DATETIME_HELP)
+
+
+class OrderBookSerializer(serializers.Serializer):
+    instrument_id = serializers.CharField()
+    bids = BookLevelSerializer(many=True, help_text="Best (highest) first.")
+    asks = BookLevelSerializer(many=True, help_text="Best (lowest) first.")
+    last_trade = LastTradeSerializer(allow_null=True)
+    timestamp = serializers.DateTimeField(help_text=DATETIME_HELP)
+
+
+class GameSerializer(serializers.Serializer):
+    phase = serializers.ChoiceField(choices=_choices(Phase.values))
+    next_phase = serializers.ChoiceField(choices=_choices(Phase.values), allow_null=True)
+    next_phase_at = serializers.DateTimeField(allow_null=True)
+    schedule = serializers.ListField(child=serializers.DictField(), help_text="The phase schedule, when one is set.")
+    server_time = serializers.DateTimeField(help_text=DATETIME_HELP)
+
+
+def _cancel_reply(name: str, doc: str, *, statuses: list[str], codes: Iterable[str] | None, nullable: bool) -> Any:
+    code_list = _choices(codes or [])
+    fields: dict[str, Any] = {
+        "__doc__": doc,
+        "order_id": serializers.CharField(help_text="The id as sent in the path."),
+        "client_order_id": serializers.CharField(allow_null=True),
+        "status": serializers.ChoiceField(choices=statuses),
+        "cancelled_quantity": serializers.IntegerField(help_text="The remainder taken off the book."),
+        "filled_quantity": serializers.IntegerField(help_text="Filled so far."),
+        "error_code": serializers.ChoiceField(choices=code_list, allow_null=nullable)
+        if code_list
+        else serializers.CharField(allow_null=True, help_text="null."),
+        "error_message": serializers.CharField(allow_null=True),
+        "timestamp": serializers.DateTimeField(help_text=DATETIME_HELP),
+    }
+    return type(name, (serializers.Serializer,), fields)
+
+
+CancelReplySerializer = _cancel_reply(
+    "CancelReplySerializer",
+    "The matching engine's verdict: `cancelled`, or `rejected` with the reason.",
+    statuses=["cancelled", "rejected"],
+    codes=[RejectCode.ORDER_ALREADY_FILLED, RejectCode.ORDER_ALREADY_CANCELLED, RejectCode.MARKET_CLOSED],
+    nullable=True,
+)
+CancelReplyNotFoundSerializer = _cancel_reply(
+    "CancelReplyNotFoundSerializer",
+    "No such order of this team (also another team's order, and a rejected order).",
+    statuses=["rejected"],
+    codes=[RejectCode.ORDER_NOT_FOUND],
+    nullable=False,
+)
+CancelReplyPendingSerializer = _cancel_reply(
+    "CancelReplyPendingSerializer",
+    "The verdict did not come in time; it still comes over the WebSocket (`cancel_ack` or `cancel_reject`).",
+    statuses=["pending_cancel"],
+    codes=None,
+    nullable=True,
+)
+CancelResultSerializer = _cancel_reply(
+    "CancelResultSerializer",
+    "One order's outcome in a cancel-all reply.",
+    statuses=["cancelled", "rejected", "pending_cancel"],
+    codes=CANCEL_REPLY_CODES,
+    nullable=True,
+)
+
+
+class CancelAllReplySerializer(serializers.Serializer):
+    results = CancelResultSerializer(many=True, help_text="One per open order, oldest first.")
+
+
+# --- stand-in views for what the generator cannot see -----------------------------------------
+
+
+class CancelOrderView(APIView):
+    """``DELETE /orders/{order_id}``, served by ``exchange.api.cancel_views.cancel_one``."""
+
+    def delete(self, request: Request, order_id: str) -> Response:  # pragma: no cover - never routed
+        raise NotImplementedError
+
+
+class CancelAllOrdersView(APIView):
+    """``DELETE /orders``, served by ``exchange.api.cancel_views.cancel_all``."""
+
+    def delete(self, request: Request) -> Response:  # pragma: no cover - never routed
+        raise NotImplementedError
+
+
+class TeamPositionsView(views.PositionsView):
+    """``GET /positions/{team_id}``: the same view as ``/positions``, with its own 403."""
+
+
+# URL name -> the view classes that document it, in place of the pattern's own callback.
+DOCUMENTED_BY: dict[str, tuple[type[APIView], ...]] = {
+    "orders": (views.OrdersView, CancelAllOrdersView),
+    "order-detail": (views.OrderDetailView, CancelOrderView),
+    "team-positions": (TeamPositionsView,),
+}
+
+
+def _documented(patterns: Iterable[Any]) -> Iterator[Any]:
+    for pattern in patterns:
+        stand_ins = DOCUMENTED_BY.get(pattern.name) if isinstance(pattern, URLPattern) else None
+        if not stand_ins:
+            yield pattern
+            continue
+        for view in stand_ins:
+            yield URLPattern(pattern.pattern, view.as_view(), name=pattern.name)
+
+
+class Endpoints(EndpointEnumerator):
+    def _get_api_endpoints(self, patterns: Any, prefix: str) -> list[Any]:
+        patterns = self.patterns if patterns is None else patterns
+        return super()._get_api_endpoints(list(_documented(patterns)), prefix)
+
+
+class SchemaGenerator(BaseSchemaGenerator):
+    endpoint_inspector_cls = Endpoints
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = "accounts.authentication.ApiKeyAuthentication"
+    name = API_KEY_SCHEME
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, Any]:
+        return SECURITY_SCHEME
+
+
+SECURITY_SCHEME = {
+    "type": "apiKey",
+    "in": "header",
+    "name": "X-API-Key",
+    "description": "The team's key (`itg_...`), from `POST /auth/register` or an operator.",
+}
+
+# --- the operations ---------------------------------------------------------------------------
+
+ORDER_ID = OpenApiParameter("order_id", str, OpenApiParameter.PATH, description="`ORD_<n>`.")
+INSTRUMENT_FILTER = OpenApiParameter(
+    "instrument_id", str, OpenApiParameter.QUERY, required=False, description="Only this instrument's orders."
+)
+
+extend_schema_view(
+    get=extend_schema(
+        operation_id="health",
+        summary="Health of the exchange",
+        description="Open without a key. 503 with `status: \"degraded\"` when the database, Redis or the "
+        "matching worker's heartbeat is missing.",
+        tags=["system"],
+        responses={
+            200: OpenApiResponse(HealthSerializer, description="Every component is up."),
+            503: OpenApiResponse(HealthSerializer, description="At least one component is down."),
+        },
+    )
+)(views.HealthView)
+
+extend_schema_view(
+    post=extend_schema(
+        operation_id="register",
+        summary="Register a team",
+        description="Open without a key. The API key is shown only in this reply. Operators can close "
+        "open registration (403 `REGISTRATION_CLOSED`).",
+        tags=["auth"],
+        request=RegisterRequestSerializer,
+        responses={
+            201: OpenApiResponse(RegisteredSerializer, description="The team and its key."),
+            400: error(
+                "The body is not a JSON object (`INVALID_JSON`), has an unknown field (`UNKNOWN_FIELD`) or a "
+                "field fails its rule (`INVALID_REQUEST`, per field in `details.fields`).",
+                "INVALID_JSON",
+                "UNKNOWN_FIELD",
+                "INVALID_REQUEST",
+            ),
+            403: error("Registration is closed; ask an operator for a team.", "REGISTRATION_CLOSED"),
+            409: error("A team with this name already exists.", "TEAM_NAME_TAKEN"),
+            415: error("The body is not sent as `application/json`.", "UNSUPPORTED_MEDIA_TYPE"),
+        },
+        examples=[
+            OpenApiExample("A market maker", value={"team_name": "Alpha Quants", "role": "market_maker"}, request_only=True)
+        ],
+    )
+)(RegisterView)
+
+extend_schema_view(
+    post=extend_schema(
+        operation_id="submit_order",
+        summary="Submit an order",
+        description=(
+            "Always answers in the order-reply shape (except 401/403). The reply does not wait for matching: "
+            "acks and fills arrive over the WebSocket, and `GET /orders/{order_id}` is authoritative.\n\n"
+            "Checks run in this order and the first failure wins: form (400) → `INVALID_INSTRUMENT` → "
+            "`INSTRUMENT_HALTED` / `TRADING_DISABLED` → `MARKET_CLOSED` → `ORDER_TYPE_NOT_ALLOWED` → "
+            "`INVALID_PRICE` (off the tick grid) → `ORDER_SIZE_LIMIT_EXCEEDED` → `DUPLICATE_CLIENT_ORDER_ID` → "
+            "`TWO_SIDED_QUOTE_NOT_ALLOWED` → `POSITION_LIMIT_EXCEEDED` → `PORTFOLIO_LIMIT_EXCEEDED`. "
+            "The rate limit is counted once the form is valid.\n\n"
+            f"Business rejections (HTTP 200): {_codes(BUSINESS_CODES)}.\n\n"
+            f"Malformed (HTTP 400): {_codes(FORM_CODES)}."
+        ),
+        tags=["orders"],
+        request=OrderRequestSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Retry-After",
+                int,
+                OpenApiParameter.HEADER,
+                response=[429, 503],
+                description="Seconds to wait before sending again.",
+            )
+        ],
+        responses=authenticated(
+            {
+                200: OpenApiResponse(OrderReplySerializer, description="Accepted, or rejected by a business rule."),
+                400: OpenApiResponse(
+                    OrderReplyMalformedSerializer, description=f"Malformed. Codes: {_codes(FORM_CODES)}."
+                ),
+                413: OpenApiResponse(
+                    OrderReplyTooLargeSerializer, description=f"Body over {MAX_BODY} bytes. Code: `INVALID_JSON`."
+                ),
+                415: OpenApiResponse(
+                    OrderReplyUnsupportedMediaTypeSerializer,
+                    description="Not `application/json`. Code: `UNSUPPORTED_MEDIA_TYPE`.",
+                ),
+                429: OpenApiResponse(
+                    OrderReplyRateLimitedSerializer, description="Rate limited. Code: `RATE_LIMIT_EXCEEDED`."
+                ),
+                503: OpenApiResponse(
+                    OrderReplyUnavailableSerializer, description=f"Unavailable. Code: `{SERVICE_UNAVAILABLE}`."
+                ),
+            }
+        ),
+        examples=[
+            OpenApiExample(
+                "Limit buy",
+                value={
+                    "instrument_id": "SPX_4500_CALL",
+                    "order_type": "limit",
+                    "side": "buy",
+                    "quantity": 10,
+                    "price": 128.5,
+                    "client_order_id": "MY_ORDER_001",
+                },
+                request_only=True,
+            ),
+            OpenApiExample(
+                "Market sell",
+                value={"instrument_id": "SPX_4500_CALL", "order_type": "market", "side": "sell", "quantity": 5},
+                request_only=True,
+            ),
+        ],
+    ),
+    get=extend_schema(
+        operation_id="list_orders",
+        summary="The team's orders",
+        description="Open orders (`pending_new`, `new`, `partially_filled`), oldest first; `status=all` adds "
+        "finished ones.",
+        tags=["orders"],
+        parameters=[
+            OpenApiParameter(
+                "status",
+                str,
+                OpenApiParameter.QUERY,
+                required=False,
+                enum=["open", "all"],
+                default="open",
+                description="`all` adds filled, cancelled and rejected orders.",
+            ),
+            INSTRUMENT_FILTER,
+            OpenApiParameter(
+                "since",
+                OpenApiTypes.DATETIME,
+                OpenApiParameter.QUERY,
+                required=False,
+                description="Only orders updated at or after this moment (ISO-8601; no offset means UTC).",
+            ),
+        ],
+        responses=authenticated(
+            {
+                200: OrderListSerializer,
+                400: error("`since` is not an ISO-8601 timestamp, or a parameter holds control characters.",
+                           "INVALID_REQUEST"),
+            }
+        ),
+    ),
+)(views.OrdersView)
+
+extend_schema_view(
+    delete=extend_schema(
+        operation_id="cancel_all_orders",
+        summary="Cancel all open orders",
+        description="Cancels every open order of the team (optionally of one instrument) through the same "
+        "first-in-first-out path as orders and waits (bounded, 5 s) for the verdicts.",
+        tags=["orders"],
+        parameters=[
+            OpenApiParameter(
+                "instrument_id",
+                str,
+                OpenApiParameter.QUERY,
+                required=False,
+                description="Only this instrument's orders.",
+            )
+        ],
+        responses=authenticated(
+            {
+                200: OpenApiResponse(CancelAllReplySerializer, description="Every verdict came in."),
+                400: error("`instrument_id` holds control characters.", "INVALID_REQUEST"),
+                504: OpenApiResponse(
+                    CancelAllReplySerializer,
+                    description="Some verdicts did not come in time (`pending_cancel`); they still come over the "
+                    "WebSocket.",
+                ),
+            }
+        ),
+    )
+)(CancelAllOrdersView)
+
+extend_schema_view(
+    get=extend_schema(
+        operation_id="get_order",
+        summary="One order with its fills",
+        tags=["orders"],
+        parameters=[ORDER_ID],
+        responses=authenticated(
+            {
+                200: OrderDetailSerializer,
+                404: error("No such order of this team (another team's id included).", "ORDER_NOT_FOUND"),
+            }
+        ),
+    )
+)(views.OrderDetailView)
+
+extend_schema_view(
+    delete=extend_schema(
+        operation_id="cancel_order",
+        summary="Cancel an order",
+        description="Travels through the same first-in-first-out path as orders, so a cancel never overtakes "
+        "an order sent before it. The reply waits (bounded, 5 s) for the matching engine's verdict.",
+        tags=["orders"],
+        parameters=[ORDER_ID],
+        responses=authenticated(
+            {
+                200: OpenApiResponse(
+                    CancelReplySerializer,
+                    description="`cancelled`, or `rejected` with `ORDER_ALREADY_FILLED`, `ORDER_ALREADY_CANCELLED` "
+                    "or `MARKET_CLOSED`.",
+                ),
+                404: OpenApiResponse(CancelReplyNotFoundSerializer, description="`ORDER_NOT_FOUND`."),
+                504: OpenApiResponse(CancelReplyPendingSerializer, description="`pending_cancel`."),
+            }
+        ),
+    )
+)(CancelOrderView)
+
+extend_schema_view(
+    get=extend_schema(
+        operation_id="get_positions",
+        summary="The team's positions",
+        tags=["portfolio"],
+        responses=authenticated({200: PositionsSerializer}),
+    )
+)(views.PositionsView)
+
+extend_schema_view(
+    get=extend_schema(
+        operation_id="get_team_positions",
+        summary="A team's positions (own team only)",
+        tags=["portfolio"],
+        parameters=[OpenApiParameter("team_id", str, OpenApiParameter.PATH, description="`TEAM_<n>`.")],
+        responses=authenticated(
+            {200: PositionsSerializer},
+            forbidden=error(
+                "Another team's id (`FORBIDDEN`), or the team is disabled (`TEAM_DISABLED`).",
+                "FORBIDDEN",
+                "TEAM_DISABLED",
+            ),
+        ),
+    )
+)(TeamPositionsView)
+
+extend_schema_view(
+    get=extend_schema(
+        operation_id="list_fills",
+        summary="The team's executions",
+        description="Oldest first. After a disconnect, pass the last `trade_id` seen to catch up.",
+        tags=["portfolio"],
+        parameters=[
+            OpenApiParameter(
+                "since_trade_id",
+                str,
+                OpenApiParameter.QUERY,
+                required=False,
+                description="Exclusive: only fills of later trades. `TRD_<n>`.",
+            )
+        ],
+        responses=authenticated(
+            {
+                200: FillListSerializer,
+                400: error(
+                    "`since_trade_id` does not look like `TRD_<n>` (`INVALID_TRADE_ID`) or holds control "
+                    "characters (`INVALID_REQUEST`).",
+                    "INVALID_TRADE_ID",
+                    "INVALID_REQUEST",
+                ),
+            }
+        ),
+    )
+)(views.FillsView)
+
+extend_schema_view(
+    get=extend_schema(
+        operation_id="get_account",
+        summary="Cash, fees, P&L and limits",
+        tags=["portfolio"],
+        responses=authenticated({200: AccountSerializer}),
+    )
+)(views.AccountView)
+
+extend_schema_view(
+    get=extend_schema(
+        operation_id="list_instruments",
+        summary="Listed instruments",
+        tags=["market"],
+        responses=authenticated({200: InstrumentListSerializer}),
+    )
+)(views.InstrumentsView)
+
+extend_schema_view(
+    get=extend_schema(
+        operation_id="get_orderbook",
+        summary="Aggregated depth of one instrument",
+        tags=["market"],
+        parameters=[
+            OpenApiParameter("instrument_id", str, OpenApiParameter.PATH, description="A listed instrument."),
+            OpenApiParameter(
+                "depth",
+                int,
+                OpenApiParameter.QUERY,
+                required=False,
+                default=5,
+                description="Price levels per side, 1 to 50.",
+            ),
+        ],
+        responses=authenticated(
+            {
+                200: OrderBookSerializer,
+                400: error("`depth` is not an integer from 1 to 50.", "INVALID_REQUEST"),
+                404: error("Not a listed instrument.", "INVALID_INSTRUMENT"),
+            }
+        ),
+    )
+)(views.OrderBookView)
+
+extend_schema_view(
+    get=extend_schema(
+        operation_id="get_game",
+        summary="Phase, schedule and server time",
+        tags=["system"],
+        responses=authenticated({200: GameSerializer}),
+    )
+)(views.GameView)
+
+
+# --- the description --------------------------------------------------------------------------
+
+TAGS = [
+    {"name": "system", "description": "Health and the game's phase."},
+    {"name": "auth", "description": "Registration; every other call sends `X-API-Key`."},
+    {"name": "orders", "description": "Submit, query and cancel orders."},
+    {"name": "portfolio", "description": "Positions, fills and the account."},
+    {"name": "market", "description": "Instruments and order books."},
+]
+
+
+def _code_table() -> str:
+    rows = ["| code | HTTP on `POST /orders` | meaning |", "|---|---|---|"]
+    for code in RejectCode:
+        if code in _CANCEL_ONLY:
+            where = "cancels only"
+        elif code in ENGINE_ONLY:
+            where = "— (WebSocket `new_order_reject`, stored order)"
+        elif code in TRANSPORT_CODES:
+            where = "429" if code == RejectCode.RATE_LIMIT_EXCEEDED else "415"
+        elif code in _FORM_ONLY:
+            where = "400" + (" / 413" if code == RejectCode.INVALID_JSON else "")
+        elif code in FORM_CODES:
+            where = "400 / 200"
+        else:
+            where = "200"
+        rows.append(f"| `{code}` | {where} | {CODE_NOTES.get(code, '')} |")
+    return "\n".join(rows)
+
+
+def description() -> str:
+    reasons = ", ".join(f"`{r}`" for r in CancelReason)
+    return f"""\
+The REST and WebSocket interface that trading bots use.
+
+## Conventions
+
+- JSON everywhere, UTF-8. Timestamps are UTC ISO-8601 with microseconds and a `Z`
+  (`2024-01-15T10:00:00.123456Z`).
+- Prices and money are JSON **numbers** (never strings), at most the instrument's tick precision
+  (default tick 0.01). Quantities are positive integers (contracts).
+- Ids are opaque strings: `TEAM_<n>`, `ORD_<n>`, `TRD_<n>`.
+- Authentication: header `X-API-Key: <key>` on every call except `GET /`, `POST /auth/register`,
+  `/schema/` and `/docs/`. Missing key → 401 `NOT_AUTHENTICATED`; unknown or revoked key → 401
+  `INVALID_API_KEY`; disabled team → 403 `TEAM_DISABLED`.
+- Unknown JSON fields are refused with 400 `UNKNOWN_FIELD`.
+
+## Errors
+
+Every error outside the order and cancel replies has one body:
+
+```json
+{{"error": {{"code": "UPPER_SNAKE", "message": "human text", "details": {{}}}}}}
+```
+
+with the HTTP status: 400 malformed, 401, 403, 404, 405 (`METHOD_NOT_ALLOWED`), 409, 413, 415,
+429 (with `Retry-After`), 503 when Redis, the database or the matching worker is unavailable.
+Each operation below lists the codes it can answer.
+
+`POST /orders` always answers in the **order-reply** shape and `DELETE /orders...` in the
+**cancel-reply** shape, whatever the status (except 401/403, which use the envelope).
+
+## Order rejection codes
+
+`error_code` of order replies, cancel replies and WebSocket rejections (`exchange.codes.RejectCode`):
+
+{_code_table()}
+
+`details` carries the numbers (`current_position`, `open_buy_quantity`, `limit`, ...).
+
+## WebSocket: `ws://host:port/ws?api_key=KEY`
+
+One JSON text frame per server message, every one in this envelope:
+
+```json
+{{"seq": 2, "type": "new_order_ack", "timestamp": "2024-01-15T10:00:00.123456Z", "data": {{}}}}
+```
+
+- `seq` starts at 1 on each connection and rises by exactly 1 per frame on that connection,
+  whatever its type (`pong`, `subscribed` and `error` included). The server never skips a number: a
+  client it cannot keep up with is closed with code **4008** (`slow consumer`) instead of losing
+  messages, so a client that sees no gap has seen everything since it connected.
+- The first frame (seq 1) is always `position_snapshot`.
+- A bad or missing key: the handshake is accepted, then closed with code **1008** (policy violation)
+  and a reason (`invalid or missing API key`; `team disabled`). Any other path is closed with 1008 too.
+- A team may hold several connections (an operator setting, default 5); each receives all of the
+  team's messages. One over the limit is closed with 1008 `too many connections`.
+- Messages for a team without a connection are not queued: the REST queries are the catch-up path
+  (`GET /orders`, `GET /fills?since_trade_id=`).
+
+### Client → server
+
+| frame | answer |
+|---|---|
+| `{{"action": "ping"}}` | `pong`, data `{{}}` |
+| `{{"action": "subscribe", "instruments": ["SPX_4500_CALL"]}}` | `subscribed`, data `{{"instruments": [...]}}`; public frames of this connection are narrowed to these instruments (an empty list: all again, the default) |
+| anything else | `error`, data `{{"code": "INVALID_JSON" or "UNKNOWN_ACTION", "message": ...}}`; never a disconnect |
+
+### Private frames (to the order's team only)
+
+| type | when | data |
+|---|---|---|
+| `position_snapshot` | first frame of every connection | `positions` (instrument_id → signed int), `open_orders` (order objects as in `GET /orders`, oldest first), `last_trade_id` (the team's newest trade id or null) |
+| `new_order_ack` | the matching engine took the order | `order_id, client_order_id, instrument_id, side, quantity, order_type, price, time_in_force, status: "new"` |
+| `new_order_reject` | validation refused it (same moment as the REST rejection), or the engine did | `order_id, client_order_id, instrument_id, status: "rejected", error_code, reason` |
+| `execution_report` | each fill, to both sides of the trade | `order_id, client_order_id, trade_id, instrument_id, side, executed_quantity, executed_price, remaining_quantity, order_status ("partially_filled" or "filled"), liquidity_type ("maker" or "taker"), fees (positive paid, negative rebate), position (net, after this fill)` |
+| `cancel_ack` | an order left the book without filling fully | `order_id, client_order_id, status: "cancelled", cancelled_quantity, reason` ({reasons}) |
+| `cancel_reject` | a cancel request failed | `order_id, client_order_id, status: "cancel_rejected", error_code, reason` |
+| `event` | a halt or resume of the team | `event_type` (`halt`, `resume`), `scope: "team"`, `team_id`, `cancel_resting` (halts) |
+| `signal` | role-specific information (hedge fund: volatility forecast; arbitrage: tracking error) | `signal_type, ...` |
+
+### Public frames (to every connection, narrowed by `subscribe`)
+
+| type | data |
+|---|---|
+| `market_data` | `instrument_id, bid, bid_size, ask, ask_size, last, last_size` (null where there is none); conflated, latest state wins |
+| `trade` | `instrument_id, trade_id, price, quantity, aggressor_side`; never dropped |
+| `underlying` | `symbol, price` |
+| `event` | `event_type` (`phase_change` with `phase, previous_phase`; `halt` / `resume` with `scope` (`instrument`, `exchange`), `instrument_id`, `cancel_resting`; `news`; ...) |
+
+### Order of frames
+
+For one order on one connection: `new_order_ack` first (market, `ioc` and `fok` orders included),
+then its `execution_report`s, then a `cancel_ack` for any remainder that leaves the book. Nothing
+follows `filled` or `cancel_ack` except a `cancel_reject` answering a cancel that arrived too late.
+Within one matching batch a team's private frames come before the public ones. The REST reply and
+the frames travel separately: correlate them by `order_id` or `client_order_id`, and expect an ack
+to arrive before the REST reply at times.
+
+## Fees
+
+`fees` is what the exchange charges for a fill: positive paid, negative a rebate received. Cash moves
+by −side × price × quantity × multiplier − fee (side +1 buy, −1 sell).
+"""
+
+
+def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    """Add the description, the tags and the security scheme; refuse unknown request fields."""
+    result["info"]["description"] = description()
+    result["tags"] = TAGS
+    components = result.setdefault("components", {})
+    components.setdefault("securitySchemes", {})[API_KEY_SCHEME] = SECURITY_SCHEME
+    schemas = components.get("schemas", {})
+    for name in ("OrderRequest", "RegisterRequest"):
+        if name in schemas:
+            schemas[name]["additionalProperties"] = False
+    if "OrderRequest" in schemas:  # > 0 and < 1e9, which a FloatField cannot say
+        schemas["OrderRequest"]["properties"]["price"].update(
+            minimum=0, exclusiveMinimum=True, maximum=1e9, exclusiveMaximum=True
+        )
+    _drop_enum_ids(result)
+    return result
+
+
+def _drop_enum_ids(node: Any) -> None:
+    """The generator's internal enum hashes are of no use to readers of the schema."""
+    if isinstance(node, dict):
+        node.pop("x-spec-enum-id", None)
+        for value in node.values():
+            _drop_enum_ids(value)
+    elif isinstance(node, list):
+        for value in node:
+            _drop_enum_ids(value)
