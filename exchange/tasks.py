@@ -10,7 +10,7 @@ import logging
 
 import redis
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutdown
 from django.conf import settings
 
 log = logging.getLogger(__name__)
@@ -69,3 +69,10 @@ def check_books(token: str) -> None:
     client = worker._redis_client()
     client.rpush(f"itg:books-check:{token}", json.dumps(differences))
     client.expire(f"itg:books-check:{token}", 60)
+
+
+@worker_shutdown.connect
+def _stop_at_shutdown(sender: object = None, **kwargs: object) -> None:
+    from exchange.services.matching import matching_worker_stop
+
+    matching_worker_stop()

@@ -56,6 +56,14 @@ def no_rate_limit(db: None) -> None:
 
 
 @pytest.fixture
+def relaxed_limits(no_rate_limit: None) -> None:
+    """Lift position and portfolio limits too, for load that may pile up unmatched orders."""
+    from exchange.models import RolePolicy
+
+    RolePolicy.objects.update(position_limit=10**6, portfolio_limit=10**7)
+
+
+@pytest.fixture
 def instruments(db: None) -> list[str]:
     from exchange.models import Instrument
 
@@ -78,10 +86,10 @@ def celery_worker(transactional_db: None) -> object:
     from exchange.services import matching
     from tradinggame.celery import app
 
-    matching._worker = None  # the database was flushed: no books or caches from an earlier test
+    matching.matching_worker_stop()  # the database was flushed: no books or caches from an earlier test
     with start_worker(app, pool="solo", concurrency=1, queues=["matching"], perform_ping_check=False, shutdown_timeout=10):
         yield
-    matching._worker = None
+    matching.matching_worker_stop()
 
 
 @pytest.fixture

@@ -53,11 +53,17 @@ class ProcfileStack:
                 start_new_session=True,
             )
 
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+    def kill(self, name: str, sig: int = signal.SIGKILL, grace_s: float = 10) -> None:
+        """Signal the process group; one that outlives the grace period is killed outright."""
         process = self.processes.pop(name)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, sig)
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
 
     def pids(self) -> dict[str, list[int]]:
         """The pids of each process group (the shell and the program it runs)."""

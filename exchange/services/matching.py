@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -536,15 +535,30 @@ def update_rows(model: type[models.Model], rows: list[Any], fields: list[str]) -
 
 _worker: MatchingWorker | None = None
 _worker_lock = threading.Lock()
+_beat_thread: threading.Thread | None = None
+_beat_stop = threading.Event()
 
 
 def matching_worker() -> MatchingWorker:
-    global _worker
+    """This process's matching worker, with its heartbeat thread (started on first use)."""
+    global _worker, _beat_thread
     with _worker_lock:
         if _worker is None:
             _worker = MatchingWorker()
-            threading.Thread(target=_beat, args=(_worker,), daemon=True, name="matching-heartbeat").start()
+            _beat_stop.clear()
+            _beat_thread = threading.Thread(target=_beat, args=(_worker,), daemon=True, name="matching-heartbeat")
+            _beat_thread.start()
         return _worker
+
+
+def matching_worker_stop() -> None:
+    """Forget the worker and stop its heartbeat (at worker shutdown, and between tests)."""
+    global _worker, _beat_thread
+    with _worker_lock:
+        _beat_stop.set()
+        if _beat_thread is not None:
+            _beat_thread.join(timeout=10)
+        _worker, _beat_thread = None, None
 
 
 def _beat(worker: MatchingWorker) -> None:
@@ -553,14 +567,13 @@ def _beat(worker: MatchingWorker) -> None:
 
     from exchange.tasks import process_commands
 
-    while True:
+    while not _beat_stop.is_set():
         worker.heartbeat()
         try:
             stale = clock.now() - timedelta(seconds=2)
             if Command.objects.filter(processed_at__isnull=True, created_at__lt=stale).exists():
                 process_commands.apply_async(queue="matching")
+            close_old_connections()
         except Exception:
             log.warning("the sweep for waiting commands failed", exc_info=True)
-        finally:
-            close_old_connections()
-        time.sleep(HEARTBEAT_TTL_S / 3)
+        _beat_stop.wait(HEARTBEAT_TTL_S / 3)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 PAIRS = 150
 
 
-def test_worker_killed_mid_load_loses_and_repeats_nothing(stack, no_rate_limit) -> None:
+def test_worker_killed_mid_load_loses_and_repeats_nothing(stack, relaxed_limits) -> None:
     first, second = stack.register("Crash A", "market_maker"), stack.register("Crash B", "market_maker")
     accepted: list[str] = []
     session = requests.Session()

@@ -83,7 +83,7 @@ def test_cancel_all_of_one_instrument(make_team, instruments, api, celery_worker
 
 
 def test_no_verdict_in_time_is_504_pending_cancel(make_team, instruments, api, monkeypatch) -> None:
-    matching._worker = None
+    matching.matching_worker_stop()
     monkeypatch.setattr(cancel_views, "VERDICT_TIMEOUT_S", 0.3)
     _, key = make_team()
     order_id = submit(api, key)  # no worker is running: the order stays pending
