@@ -42,19 +42,32 @@ def _check(team: Team, req: OrderRequest, game: Game) -> Instrument:
     """Raise the first Rejection that applies, in the order API.md lists them."""
     instrument = Instrument.objects.filter(symbol=req.instrument_id, listed=True).first()
     if instrument is None:
-        raise Rejection(RejectCode.INVALID_INSTRUMENT, f"{req.instrument_id} is not a listed instrument")
+        raise Rejection(
+            RejectCode.INVALID_INSTRUMENT,
+            f"{req.instrument_id} is not a listed instrument",
+            {"instrument_id": req.instrument_id},
+        )
     if instrument.halted:
-        raise Rejection(RejectCode.INSTRUMENT_HALTED, f"{instrument.symbol} is halted")
+        raise Rejection(RejectCode.INSTRUMENT_HALTED, f"{instrument.symbol} is halted", {"instrument_id": instrument.symbol})
     if game.trading_halted or team.trading_halted:
-        raise Rejection(RejectCode.TRADING_DISABLED, "trading is disabled by an operator")
+        scope = "exchange" if game.trading_halted else "team"
+        raise Rejection(RejectCode.TRADING_DISABLED, f"trading is disabled by an operator ({scope})", {"scope": scope})
     if game.phase in (Phase.CLOSED, Phase.OPENING_AUCTION):
-        raise Rejection(RejectCode.MARKET_CLOSED, f"the market does not take orders in phase {game.phase}")
+        raise Rejection(
+            RejectCode.MARKET_CLOSED, f"the market does not take orders in phase {game.phase}", {"phase": game.phase}
+        )
     policy = role_policy(team.role)
     if req.order_type == "market" and not policy.market_orders_allowed:
-        raise Rejection(RejectCode.ORDER_TYPE_NOT_ALLOWED, f"role {team.role} may not send market orders")
+        raise Rejection(
+            RejectCode.ORDER_TYPE_NOT_ALLOWED,
+            f"role {team.role} may not send market orders",
+            {"role": team.role, "order_type": req.order_type},
+        )
     if game.phase == Phase.PRE_OPEN and (req.order_type == "market" or req.time_in_force in ("ioc", "fok")):
         raise Rejection(
-            RejectCode.ORDER_TYPE_NOT_ALLOWED, "before the open only resting limit orders (gtc, day) are taken"
+            RejectCode.ORDER_TYPE_NOT_ALLOWED,
+            "before the open only resting limit orders (gtc, day) are taken",
+            {"phase": game.phase, "order_type": req.order_type, "time_in_force": req.time_in_force},
         )
     if req.price is not None and to_ticks(req.price, instrument.tick_size) is None:
         raise Rejection(
@@ -85,6 +98,7 @@ def _check(team: Team, req: OrderRequest, game: Game) -> Instrument:
         raise Rejection(
             RejectCode.TWO_SIDED_QUOTE_NOT_ALLOWED,
             f"hedge funds may not rest a {req.side} while a {other_side} rests on {instrument.symbol}",
+            {"instrument_id": instrument.symbol, "resting_side": other_side},
         )
     _check_limits(team, req, instrument, policy, open_orders)
     return instrument

@@ -120,6 +120,7 @@ def rejected(api, key, body):
     assert response.status_code == 200
     reply = response.json()
     assert reply["status"] == "rejected" and reply["order_id"].startswith("ORD_")
+    assert reply["details"], "every business rejection carries its numbers"
     order = Order.objects.get(pk=int(reply["order_id"][4:]))
     assert order.status == "rejected" and not Command.objects.filter(order=order).exists()
     return reply
