@@ -4,10 +4,12 @@ port, against the test database and the session's Redis, driven over real HTTP a
 from __future__ import annotations
 
 from collections.abc import Iterator
+from io import StringIO
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core.management import call_command
 from django.db import connection
 
 from tradinggame.procfile import ProcfileStack
@@ -35,5 +37,10 @@ def stack(transactional_db: None, tmp_path: Path) -> Iterator[ProcfileStack]:
     try:
         running.wait_healthy()
         yield running
+        # Whatever the test did, the exchange must still hold invariants 1-5, the running
+        # worker's books included.
+        report = StringIO()
+        call_command("check_invariants", stdout=report)
+        assert report.getvalue().count("ok  ") == 5, report.getvalue()
     finally:
         running.stop()
