@@ -147,3 +147,23 @@ def test_books_rebuild_in_the_phase_of_the_journal_not_of_the_game_row(make_team
     assert MatchingWorker._journal_phase(Game.objects.get(pk=1)) == "continuous"
     MatchingWorker().drain()
     assert MatchingWorker._journal_phase(Game.objects.get(pk=1)) == "pre_open"
+
+
+def test_a_cancel_that_arrives_too_late_gets_a_cancel_reject(make_team, instruments, api, worker, sent) -> None:
+    from exchange.services.cancels import order_cancel_request
+
+    buyer, buyer_key = make_team()
+    _, seller_key = make_team()
+    buy = submit(api, buyer_key, client_order_id="late")
+    submit(api, seller_key, side="sell")  # fills the buy before the cancel is taken
+    [request] = order_cancel_request(buyer, [buy])
+    assert request.verdict is None  # still open when asked: the engine decides
+    worker.drain()
+    types = [t for t, _ in frames(sent, buyer)]
+    assert types == ["new_order_ack", "execution_report", "cancel_reject"]
+    reject = frames(sent, buyer)[-1][1]
+    assert reject == {
+        "order_id": f"ORD_{buy}", "client_order_id": "late", "status": "cancel_rejected",
+        "error_code": "ORDER_ALREADY_FILLED", "reason": reject["reason"],
+    }
+    assert Command.objects.get(pk=request.command_id).result["error_code"] == "ORDER_ALREADY_FILLED"
