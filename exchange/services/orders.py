@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from django.db import transaction
@@ -19,6 +20,8 @@ from exchange.policies import role_policy
 from exchange.prices import to_ticks
 from exchange.publisher import Outbox
 from exchange.ratelimit import order_rate_check
+
+PRICE_PLACES = Decimal("0.0001")  # the database column's scale
 
 
 @dataclass
@@ -196,6 +199,9 @@ def order_submit(team: Team, req: OrderRequest) -> Order:
             order.status = OrderStatus.REJECTED
             order.error_code = rejection.code
             order.error_message = rejection.message[:200]
+            if order.price is not None:
+                # An off-grid price may have more places than the column; the message keeps it whole.
+                order.price = order.price.quantize(PRICE_PLACES, rounding=ROUND_DOWN)
             order.save()
             order.rejection_details = rejection.details  # type: ignore[attr-defined]
             outbox = Outbox()
