@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import sys
 import tempfile
 import time
@@ -286,7 +287,9 @@ def main() -> None:
     redis_kind = "local redis" if os.environ.get("REDIS_URL") else "embedded redis"
     var = ROOT / "var" / "bench"
     var.mkdir(parents=True, exist_ok=True)
-    env = {"ITG_VAR_DIR": str(var), "ITG_INSTANCE": "bench", "LOG_LEVEL": "WARNING"}
+    # Production settings: DEBUG off (no query log, no debug pages), a throwaway secret.
+    env = {"ITG_VAR_DIR": str(var), "ITG_INSTANCE": "bench", "LOG_LEVEL": "WARNING", "DEBUG": "0",
+           "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(48)}
     if backend == "sqlite":
         db_file = var / "bench.sqlite3"
         for suffix in ("", "-wal", "-shm"):

@@ -20,6 +20,7 @@ import redis
 from django.conf import settings
 
 from accounts.models import Team
+from exchange.models import RolePolicy
 from exchange.policies import role_policy
 
 WINDOW_S = 1
@@ -108,9 +109,9 @@ def admit(key: str, limit: int) -> tuple[bool, int, int]:
     return bool(admitted), int(count), math.ceil(int(wait_us) / 1000)
 
 
-def order_rate_check(team: Team) -> None:
+def order_rate_check(team: Team, policy: RolePolicy | None = None) -> None:
     """Count one order of the team; raise ``RateLimitExceeded`` when it is over its role's limit."""
-    limit = role_policy(team.role).orders_per_second
+    limit = (policy or role_policy(team.role)).orders_per_second
     if limit <= 0:
         return
     admitted, _, retry_after_ms = admit(window_key(team), limit)

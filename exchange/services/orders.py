@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Sum
 
 from accounts.models import Role, Team
@@ -33,7 +33,8 @@ class Rejection(Exception):
 
 def _lock_team(team: Team) -> None:
     # A row lock on PostgreSQL; SQLite's immediate transactions already serialize writers.
-    Team.objects.select_for_update().filter(pk=team.pk).values_list("pk", flat=True).first()
+    if connection.vendor != "sqlite":
+        Team.objects.select_for_update().filter(pk=team.pk).values_list("pk", flat=True).first()
 
 
 def _exposure(position: int, open_buy: int, open_sell: int) -> int:
@@ -41,7 +42,7 @@ def _exposure(position: int, open_buy: int, open_sell: int) -> int:
     return max(abs(position + open_buy), abs(position - open_sell))
 
 
-def _check(team: Team, req: OrderRequest, game: Game) -> Instrument:
+def _check(team: Team, req: OrderRequest, game: Game, policy: RolePolicy) -> Instrument:
     """Raise the first Rejection that applies, in the order API.md lists them."""
     instrument = Instrument.objects.filter(symbol=req.instrument_id, listed=True).first()
     if instrument is None:
@@ -59,7 +60,6 @@ def _check(team: Team, req: OrderRequest, game: Game) -> Instrument:
         raise Rejection(
             RejectCode.MARKET_CLOSED, f"the market does not take orders in phase {game.phase}", {"phase": game.phase}
         )
-    policy = role_policy(team.role)
     if req.order_type == "market" and not policy.market_orders_allowed:
         raise Rejection(
             RejectCode.ORDER_TYPE_NOT_ALLOWED,
@@ -176,7 +176,8 @@ def order_submit(team: Team, req: OrderRequest) -> Order:
     """
     from exchange.tasks import wake_matching
 
-    order_rate_check(team)
+    policy = role_policy(team.role)
+    order_rate_check(team, policy)
     now = clock.now()
     with transaction.atomic():
         _lock_team(team)
@@ -194,7 +195,7 @@ def order_submit(team: Team, req: OrderRequest) -> Order:
             updated_at=now,
         )
         try:
-            order.instrument = _check(team, req, game)
+            order.instrument = _check(team, req, game, policy)
         except Rejection as rejection:
             order.status = OrderStatus.REJECTED
             order.error_code = rejection.code
