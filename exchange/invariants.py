@@ -16,13 +16,27 @@ from collections import defaultdict
 from decimal import Decimal
 from typing import Any
 
+from django.db import connection, transaction
 from django.db.models import Count, F, Q, Sum
 
 from exchange.models import Account, Command, Fill, Order, OrderStatus, Position, Trade
 
 
 def database_violations() -> dict[str, list[str]]:
-    """Invariants 1–4, each with the list of what breaks it (empty lists: all hold)."""
+    """Invariants 1–4, each with the list of what breaks it (empty lists: all hold).
+
+    Read in one snapshot, so a batch the worker commits halfway through the check cannot look
+    like a broken invariant (PostgreSQL: repeatable read; SQLite: one transaction).
+    """
+    fresh = not connection.in_atomic_block  # the isolation level can only open a transaction
+    with transaction.atomic():
+        if fresh and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        return _violations()
+
+
+def _violations() -> dict[str, list[str]]:
     found: dict[str, list[str]] = defaultdict(list)
 
     for row in Position.objects.values("instrument_id").annotate(total=Sum("quantity")).exclude(total=0):

@@ -36,17 +36,46 @@ from exchange.connections import redis_for
 
 log = logging.getLogger(__name__)
 
-_loop: asyncio.AbstractEventLoop | None = None
-_loop_lock = threading.Lock()
+class _Publisher:
+    """One long-lived event loop per process that sends outboxes one after another.
+
+    The loop keeps the channel layer's Redis connections open between batches, and a queue
+    keeps outboxes in the order they were handed over while the caller (the matching worker)
+    goes on with its next batch instead of waiting for Redis.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.queue: asyncio.Queue[Outbox] = asyncio.Queue()
+        threading.Thread(target=self._run, name="publisher", daemon=True).start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._drain())
+
+    async def _drain(self) -> None:
+        while True:
+            outbox = await self.queue.get()
+            try:
+                await outbox._send_all()
+            except Exception:  # the database is the record; clients resync from it
+                log.exception("publishing to the channel layer failed")
+
+    def submit(self, outbox: Outbox) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, outbox)
 
 
-def _publishing_loop() -> asyncio.AbstractEventLoop:
-    global _loop
-    with _loop_lock:
-        if _loop is None:
-            _loop = asyncio.new_event_loop()
-            threading.Thread(target=_loop.run_forever, name="publisher", daemon=True).start()
-        return _loop
+_publisher: _Publisher | None = None
+_publisher_lock = threading.Lock()
+
+
+def _publishing() -> _Publisher:
+    global _publisher
+    with _publisher_lock:
+        if _publisher is None:
+            _publisher = _Publisher()
+        return _publisher
+
 
 MARKET_GROUP = "market"
 
@@ -96,15 +125,10 @@ class Outbox:
             transaction.on_commit(self.send)
 
     def send(self) -> None:
-        """Publish from synchronous code (the matching worker, a view's on-commit hook).
-
-        Runs on one long-lived event loop of this process, so the channel layer keeps its Redis
-        connections instead of opening new ones for a new loop at every batch.
-        """
-        try:
-            asyncio.run_coroutine_threadsafe(self._send_all(), _publishing_loop()).result(timeout=30)
-        except Exception:  # the database is the record; clients resync from it
-            log.exception("publishing to the channel layer failed")
+        """Publish from synchronous code (the matching worker, a view's on-commit hook), in the
+        background and in order (see ``_Publisher``)."""
+        if self:
+            _publishing().submit(self)
 
     async def _send_all(self) -> None:
         layer = get_channel_layer()

@@ -41,6 +41,10 @@ def main() -> None:
     parser.add_argument("--host", default=os.environ.get("ITG_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("ITG_PORT", "8000")))
     parser.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--workers", type=int, default=int(os.environ.get("ITG_WEB_WORKERS", "1")),
+        help="web processes sharing the port (each runs its sync views on one thread)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tradinggame.settings")
     uvicorn.run(
@@ -52,6 +56,7 @@ def main() -> None:
         ws_max_size=64 * 1024,
         timeout_graceful_shutdown=3,
         lifespan="off",
+        workers=args.workers,
     )
 
 
