@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint bench-engine schemathesis clean venv
+.PHONY: run test lint bench bench-engine schemathesis clean venv
 
 venv: $(STAMP)
 
@@ -29,6 +29,15 @@ lint: $(STAMP)
 
 bench-engine: $(STAMP)
 	$(PY) benchmarks/engine_bench.py
+
+## bench: end-to-end load through the public API (SQLite + embedded Redis unless DATABASE_URL /
+##   REDIS_URL point elsewhere): closed loop, then open loop at BENCH_RATE orders/s
+BENCH_PAIRS ?= 8
+BENCH_DURATION ?= 20
+BENCH_RATE ?= 1000
+bench: $(STAMP)
+	$(PY) benchmarks/load.py --mode closed --pairs $(BENCH_PAIRS) --duration $(BENCH_DURATION)
+	$(PY) benchmarks/load.py --mode open --rate $(BENCH_RATE) --pairs $(BENCH_PAIRS) --duration $(BENCH_DURATION)
 
 ## schemathesis: fuzz a running exchange against its own /schema/: no 5xx, every reply as documented.
 ##   SCHEMATHESIS_URL (default http://127.0.0.1:8000), SCHEMATHESIS_API_KEY (default: a newly registered team)
