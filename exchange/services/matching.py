@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -53,6 +54,7 @@ from exchange.verdicts import post as post_verdicts
 
 log = logging.getLogger(__name__)
 
+POLICY_REFRESH_S = 1.0
 ORDER_FIELDS = [
     "status",
     "filled_quantity",
@@ -92,6 +94,7 @@ class MatchingWorker:
         self._accounts: dict[int, Account] = {}
         self._redis: redis.Redis | None = None
         self._role_policies: dict[str, RolePolicy] = {}
+        self._policies_read_at = -POLICY_REFRESH_S
 
     # --- state ----------------------------------------------------------------------------
     def load(self) -> None:
@@ -154,8 +157,8 @@ class MatchingWorker:
     # --- the loop ---------------------------------------------------------------------------
     def drain(self) -> int:
         """Apply every pending command in arrival order; return how many were applied."""
-        self.heartbeat()
         if self.engine is None:
+            self.heartbeat()
             self.load()
         done = 0
         batch_size = settings.EXCHANGE_MATCHING_BATCH
@@ -185,7 +188,7 @@ class MatchingWorker:
             if not commands:
                 return 0
             batch = Batch(now=clock.now())
-            self._role_policies = role_policies()
+            self._refresh_policies()
             for command in commands:
                 for order in [command.order] if command.order else []:
                     batch.orders.setdefault(order.pk, order)
@@ -196,6 +199,14 @@ class MatchingWorker:
                 command.processed_at = batch.now
             self._flush(batch, commands)
         return len(commands)
+
+    def _refresh_policies(self) -> None:
+        """Fees come from the role policies, re-read at most once a second (operators' edits
+        apply within a second; a burst of small batches does not re-read them each time)."""
+        now = time.monotonic()
+        if now - self._policies_read_at > POLICY_REFRESH_S:
+            self._role_policies = role_policies()
+            self._policies_read_at = now
 
     def _run(self, command: Command) -> list[Event]:
         engine = self.engine
