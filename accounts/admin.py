@@ -28,21 +28,21 @@ class TeamAdmin(admin.ModelAdmin):
     readonly_fields = ("trading_halted",)  # halts go through the actions, so the team hears of them
     actions = ["rotate_key", "halt_cancel_resting", "halt_keep_resting", "resume_trading"]
 
-    @admin.action(description="Rotate API key (revokes the old ones at once)")
+    @admin.action(description="Rotate API key (revokes the old ones at once)", permissions=["change"])
     def rotate_key(self, request: HttpRequest, queryset: QuerySet[Team]) -> None:
         for team in queryset:
             key = key_rotate(team)
             self.message_user(request, f"{team.team_id} {team.name}: new key {key} (shown only now)", messages.WARNING)
 
-    @admin.action(description="Halt (cancel resting orders)")
+    @admin.action(description="Halt (cancel resting orders)", permissions=["change"])
     def halt_cancel_resting(self, request: HttpRequest, queryset: QuerySet[Team]) -> None:
         self._report([halt(team=team, cancel_resting=True) for team in queryset], request)
 
-    @admin.action(description="Halt (keep resting orders)")
+    @admin.action(description="Halt (keep resting orders)", permissions=["change"])
     def halt_keep_resting(self, request: HttpRequest, queryset: QuerySet[Team]) -> None:
         self._report([halt(team=team, cancel_resting=False) for team in queryset], request)
 
-    @admin.action(description="Resume")
+    @admin.action(description="Resume", permissions=["change"])
     def resume_trading(self, request: HttpRequest, queryset: QuerySet[Team]) -> None:
         self._report([resume(team=team) for team in queryset], request)
 

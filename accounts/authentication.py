@@ -7,9 +7,29 @@ from typing import Any
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
-from accounts.keys import team_for_key
+from accounts.keys import verify_key
 from accounts.models import Team
+from accounts.throttle import TooManyFailedAttempts
 from tradinggame.errors import ApiError
+
+TOO_MANY_FAILED_AUTH = "TOO_MANY_FAILED_AUTH"
+TOO_MANY_FAILED_AUTH_MESSAGE = "too many failed API key checks from this address"
+
+
+class TooManyFailedAuth(exceptions.Throttled):
+    """429 in the error envelope, with ``Retry-After`` (DRF adds the header from ``wait``)."""
+
+    error_code = TOO_MANY_FAILED_AUTH
+    extra_detail_singular = "Retry in {wait} second."
+    extra_detail_plural = "Retry in {wait} seconds."
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(wait=retry_after_s, detail=TOO_MANY_FAILED_AUTH_MESSAGE + ".")
+
+
+def client_address(meta: dict[str, Any]) -> str | None:
+    """The peer's address as the ASGI server reports it (``REMOTE_ADDR``)."""
+    return meta.get("REMOTE_ADDR") or None
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -19,7 +39,10 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         key = request.META.get(self.header)
         if key is None:
             return None
-        team = team_for_key(key)
+        try:
+            team = verify_key(key, client_address(request.META))
+        except TooManyFailedAttempts as refused:
+            raise TooManyFailedAuth(refused.retry_after_s) from None
         if team is None:
             raise ApiError("INVALID_API_KEY", "the API key is unknown or revoked", 401)
         return team, None

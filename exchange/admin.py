@@ -32,7 +32,7 @@ def _set_phase_action(phase: Phase) -> AdminAction:
         report(modeladmin, request, game_set_phase(phase).summary())
 
     action.__name__ = f"set_phase_{phase.value}"
-    return admin.action(description=f"Set phase: {phase.value}")(action)
+    return admin.action(description=f"Set phase: {phase.value}", permissions=["change"])(action)
 
 
 @admin.register(Game)
@@ -53,24 +53,26 @@ class GameAdmin(admin.ModelAdmin):
         game_state()  # the singleton row exists, so there is always a game to run actions on
         return super().changelist_view(request, extra_context)
 
-    @admin.action(description="Halt the exchange (cancel resting orders)")
+    @admin.action(description="Halt the exchange (cancel resting orders)", permissions=["change"])
     def halt_cancel_resting(self, request: HttpRequest, queryset: QuerySet[Game]) -> None:
         report_halts(self, request, [halt(exchange=True, cancel_resting=True)])
 
-    @admin.action(description="Halt the exchange (keep resting orders)")
+    @admin.action(description="Halt the exchange (keep resting orders)", permissions=["change"])
     def halt_keep_resting(self, request: HttpRequest, queryset: QuerySet[Game]) -> None:
         report_halts(self, request, [halt(exchange=True, cancel_resting=False)])
 
-    @admin.action(description="Resume the exchange")
+    @admin.action(description="Resume the exchange", permissions=["change"])
     def resume_trading(self, request: HttpRequest, queryset: QuerySet[Game]) -> None:
         report_halts(self, request, [resume(exchange=True)])
 
-    @admin.action(description="Open registration")
+    @admin.action(description="Open registration", permissions=["change"])
     def open_registration(self, request: HttpRequest, queryset: QuerySet[Game]) -> None:
         changed = registration_set(True)
         report(self, request, ["Registration opened." if changed else "Registration was already open."])
 
-    @admin.action(description="Close registration (POST /auth/register answers 403 REGISTRATION_CLOSED)")
+    @admin.action(
+        description="Close registration (POST /auth/register answers 403 REGISTRATION_CLOSED)", permissions=["change"]
+    )
     def close_registration(self, request: HttpRequest, queryset: QuerySet[Game]) -> None:
         changed = registration_set(False)
         report(self, request, ["Registration closed." if changed else "Registration was already closed."])
@@ -107,15 +109,15 @@ class InstrumentAdmin(admin.ModelAdmin):
     readonly_fields = ("halted",)  # halts go through the actions, so bots hear of them
     actions = ["halt_cancel_resting", "halt_keep_resting", "resume_trading"]
 
-    @admin.action(description="Halt (cancel resting orders)")
+    @admin.action(description="Halt (cancel resting orders)", permissions=["change"])
     def halt_cancel_resting(self, request: HttpRequest, queryset: QuerySet[Instrument]) -> None:
         report_halts(self, request, [halt(instrument=i, cancel_resting=True) for i in queryset])
 
-    @admin.action(description="Halt (keep resting orders)")
+    @admin.action(description="Halt (keep resting orders)", permissions=["change"])
     def halt_keep_resting(self, request: HttpRequest, queryset: QuerySet[Instrument]) -> None:
         report_halts(self, request, [halt(instrument=i, cancel_resting=False) for i in queryset])
 
-    @admin.action(description="Resume")
+    @admin.action(description="Resume", permissions=["change"])
     def resume_trading(self, request: HttpRequest, queryset: QuerySet[Instrument]) -> None:
         report_halts(self, request, [resume(instrument=i) for i in queryset])
 

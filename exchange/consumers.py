@@ -29,6 +29,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from redis.exceptions import RedisError
 
+from accounts.middleware import watch_key
 from accounts.models import Team
 from exchange import clock
 from exchange.connections import ConnectionRegistry
@@ -200,13 +201,15 @@ class TeamConsumer(AsyncWebsocketConsumer):
         self.conflator = MarketDataConflator(self.limits.market_data_interval_s, self.queue_public)
         self.tasks: list[asyncio.Task[None]] = []
         self.closing = False
+        self.close_with = (SLOW_CONSUMER, "slow consumer")
+        self.unwatch_key: Callable[[], None] | None = None
 
     # --- connection lifecycle -------------------------------------------------------------------
     async def connect(self) -> None:
         team = self.scope.get("team")
         await self.accept()
         if team is None:
-            await self.close(code=POLICY_VIOLATION, reason="invalid or missing API key")
+            await self.close(code=POLICY_VIOLATION, reason=self.scope.get("auth_refusal") or "invalid or missing API key")
             return
         if not team.active:
             await self.close(code=POLICY_VIOLATION, reason="team disabled")
@@ -235,6 +238,8 @@ class TeamConsumer(AsyncWebsocketConsumer):
             raise
         self.queue_frame(Frame("position_snapshot", snapshot))
         self.tasks = [asyncio.create_task(self.write_frames()), asyncio.create_task(self.keep_alive())]
+        if self.scope.get("api_key_digest"):  # a revoked key or a disabled team: 1008 within seconds
+            self.unwatch_key = watch_key(self.scope["api_key_digest"], lambda reason: self.fail_slow(POLICY_VIOLATION, reason))
 
     async def disconnect(self, code: int) -> None:
         for task in self.tasks:
@@ -245,6 +250,9 @@ class TeamConsumer(AsyncWebsocketConsumer):
         """Stop receiving and give the slot back (idempotent; Redis errors are only logged)."""
         groups, self.groups_joined = self.groups_joined, ()
         registry, self.registry = self.registry, None
+        unwatch_key, self.unwatch_key = self.unwatch_key, None
+        if unwatch_key is not None:
+            unwatch_key()
         for order in self.group_order.values():
             order.cancel()
         self.conflator.cancel()
@@ -295,11 +303,13 @@ class TeamConsumer(AsyncWebsocketConsumer):
             return
         self.outgoing.put_nowait(frame)
 
-    def fail_slow(self) -> None:
-        """Close with 4008 once the frames already handed to the socket are out; send nothing more."""
+    def fail_slow(self, code: int = SLOW_CONSUMER, reason: str = "slow consumer") -> None:
+        """Close with 4008 (or the code given) once the frames already handed to the socket are
+        out; send nothing more."""
         if self.closing:
             return
         self.closing = True
+        self.close_with = (code, reason)
         while not self.outgoing.empty():
             self.outgoing.get_nowait()
         self.outgoing.put_nowait(None)
@@ -337,7 +347,7 @@ class TeamConsumer(AsyncWebsocketConsumer):
             asyncio.get_running_loop().call_later(self.limits.close_timeout_s, reset_connection, transport)
         try:
             async with asyncio.timeout(self.limits.close_timeout_s):
-                await self.close(code=SLOW_CONSUMER, reason="slow consumer")
+                await self.close(code=self.close_with[0], reason=self.close_with[1])
         except TimeoutError:
             if transport is not None:
                 reset_connection(transport)

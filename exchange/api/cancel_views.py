@@ -11,8 +11,10 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.http import HttpRequest, JsonResponse
 
-from accounts.keys import team_for_key
+from accounts.authentication import TooManyFailedAuth, client_address
+from accounts.keys import verify_key
 from accounts.models import Team
+from accounts.throttle import TooManyFailedAttempts
 from exchange import clock, verdicts
 from exchange.api.order_input import printable
 from exchange.codes import RejectCode
@@ -27,7 +29,13 @@ async def authenticated_team(request: HttpRequest) -> Team | JsonResponse:
     key = request.headers.get("X-API-Key")
     if key is None:
         return JsonResponse(error_body("NOT_AUTHENTICATED", "send your API key in the X-API-Key header"), status=401)
-    team = await database_sync_to_async(team_for_key)(key)
+    try:
+        team = await database_sync_to_async(verify_key)(key, client_address(request.META))
+    except TooManyFailedAttempts as refused:
+        refusal = TooManyFailedAuth(refused.retry_after_s)  # the same body as the REST views give
+        response = JsonResponse(error_body(refusal.error_code, str(refusal.detail)), status=429)
+        response["Retry-After"] = str(refused.retry_after_s)
+        return response
     if team is None:
         return JsonResponse(error_body("INVALID_API_KEY", "the API key is unknown or revoked"), status=401)
     if not team.active:
