@@ -52,5 +52,11 @@ schemathesis: $(STAMP)
 	$(VENV)/bin/schemathesis run "$(SCHEMATHESIS_URL)/schema/" --url "$(SCHEMATHESIS_URL)" -H "X-API-Key: $$key" \
 	  --checks not_a_server_error,response_schema_conformance --workers 1 --generation-database none $(SCHEMATHESIS_ARGS)
 
+## chaos: the fault drills, long variants (kill -9 of the worker and the web process under load, Redis
+##   killed and frozen, 1,000 WebSockets at once); numbers in var/chaos-results.jsonl, see docs/reliability.md
+.PHONY: chaos
+chaos: $(STAMP)
+	CHAOS_LONG=1 ITG_INSTANCE=test $(PY) -m pytest tests/chaos -m chaos -s $(PYTEST_ARGS)
+
 clean:
 	rm -rf var/test var/test-exchange.sqlite3*
