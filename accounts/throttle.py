@@ -35,6 +35,8 @@ from django.conf import settings
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from tradinggame.redis_breaker import redis_on_request_path  # noqa: E402
+
 log = logging.getLogger(__name__)
 
 FAIL_PREFIX = "itg:auth-fail"
@@ -138,12 +140,13 @@ _REDIS_DOWN = (redis.RedisError, OSError, ValueError)
 
 def blocked_for(address: str | None) -> int:
     """Whole seconds (at least 1) the address is still refused for; 0 when it is not refused."""
-    if limit() <= 0:
+    if limit() <= 0 or not redis_on_request_path.allows():
         return 0
     try:
         client, _ = _redis.client()
         left_ms = int(client.pttl(block_key(address)))
     except _REDIS_DOWN as error:
+        redis_on_request_path.trip()
         _redis.unavailable(error)
         return 0
     return max(1, math.ceil(left_ms / 1000)) if left_ms > 0 else 0
@@ -158,12 +161,13 @@ def check(address: str | None) -> None:
 
 def record_failure(address: str | None) -> int:
     """Count one wrong key; the seconds of the block this failure started (0: none started)."""
-    if limit() <= 0:
+    if limit() <= 0 or not redis_on_request_path.allows():
         return 0
     try:
         _, script = _redis.client()
         blocked_ms = int(script(keys=[fail_key(address), block_key(address)], args=[limit(), window_ms()]))
     except _REDIS_DOWN as error:
+        redis_on_request_path.trip()
         _redis.unavailable(error)
         return 0
     if blocked_ms:

@@ -35,12 +35,14 @@ from exchange import clock
 from exchange.connections import ConnectionRegistry
 from exchange.publisher import MARKET_GROUP, team_group
 from exchange.selectors import position_snapshot
+from tradinggame.redis_breaker import redis_on_request_path
 
 log = logging.getLogger(__name__)
 
 POLICY_VIOLATION = 1008
 INTERNAL_ERROR = 1011
 TRY_AGAIN_LATER = 1013
+JOIN_TIMEOUT_S = 2.0
 SLOW_CONSUMER = 4008
 GROUP_REFRESH_S = 3600.0  # channels_redis forgets group members after a day without group_add
 
@@ -216,19 +218,19 @@ class TeamConsumer(AsyncWebsocketConsumer):
             return
         registry = ConnectionRegistry(self.channel_layer, team.pk, self.limits.max_connections, self.limits.registry_ttl_s)
         try:
-            if not await registry.claim(self.channel_name):
-                await self.close(code=POLICY_VIOLATION, reason="too many connections")
-                return
-            self.team, self.registry = team, registry
-            self.private_group = team_group(team.pk)
-            self.groups_joined = (self.private_group, MARKET_GROUP)
-            for group in self.groups_joined:
-                self.group_order[group] = GroupOrder(self.limits.gap_grace_s, self.deliver, self.fail_slow)
-                await self.channel_layer.group_add(group, self.channel_name)
-        except (RedisError, OSError) as exc:
-            log.warning("channel layer unavailable: %s", exc)
-            await self.leave()
+            if not redis_on_request_path.allows():
+                raise RedisError("Redis failed a moment ago")
+            # Bounded: a Redis that stops answering must not leave the handshake hanging.
+            joined = await asyncio.wait_for(self.join(team, registry), JOIN_TIMEOUT_S)
+        except (RedisError, OSError, TimeoutError) as exc:
+            redis_on_request_path.trip()
+            log.warning("channel layer unavailable: %r", exc)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.leave(), JOIN_TIMEOUT_S)
             await self.close(code=TRY_AGAIN_LATER, reason="service unavailable, try again")
+            return
+        if not joined:
+            await self.close(code=POLICY_VIOLATION, reason="too many connections")
             return
         # Joined before the snapshot is read, so nothing that happens after it can be missed.
         try:
@@ -240,6 +242,30 @@ class TeamConsumer(AsyncWebsocketConsumer):
         self.tasks = [asyncio.create_task(self.write_frames()), asyncio.create_task(self.keep_alive())]
         if self.scope.get("api_key_digest"):  # a revoked key or a disabled team: 1008 within seconds
             self.unwatch_key = watch_key(self.scope["api_key_digest"], lambda reason: self.fail_slow(POLICY_VIOLATION, reason))
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Channels' loop, plus an orderly end when the channel layer's Redis goes away: the
+        client gets a close frame (1013, try again later) instead of a dropped socket, and the
+        connection's tasks and slot are cleaned up."""
+        try:
+            await super().__call__(scope, receive, send)
+        except (RedisError, OSError) as exc:
+            log.warning("channel layer lost for %s: %s", getattr(self, "channel_name", "?"), exc)
+            await self.disconnect(TRY_AGAIN_LATER)
+            with contextlib.suppress(Exception):
+                await send({"type": "websocket.close", "code": TRY_AGAIN_LATER, "reason": "service unavailable, try again"})
+
+    async def join(self, team: Team, registry: ConnectionRegistry) -> bool:
+        """Claim a connection slot and join the team's and the market's groups."""
+        if not await registry.claim(self.channel_name):
+            return False
+        self.team, self.registry = team, registry
+        self.private_group = team_group(team.pk)
+        self.groups_joined = (self.private_group, MARKET_GROUP)
+        for group in self.groups_joined:
+            self.group_order[group] = GroupOrder(self.limits.gap_grace_s, self.deliver, self.fail_slow)
+            await self.channel_layer.group_add(group, self.channel_name)
+        return True
 
     async def disconnect(self, code: int) -> None:
         for task in self.tasks:

@@ -22,6 +22,7 @@ from django.conf import settings
 from accounts.models import Team
 from exchange.models import RolePolicy
 from exchange.policies import role_policy
+from tradinggame.redis_breaker import redis_on_request_path
 
 WINDOW_S = 1
 SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
@@ -102,9 +103,12 @@ def window_key(team: Team) -> str:
 
 def admit(key: str, limit: int) -> tuple[bool, int, int]:
     """Run the window script once: (admitted, orders in the window, ms until a slot frees up)."""
+    if not redis_on_request_path.allows():
+        raise RateLimiterUnavailable()
     try:
         admitted, count, wait_us = _limiter.script()(keys=[key], args=[limit, WINDOW_S * 1_000_000])
     except redis.RedisError as error:
+        redis_on_request_path.trip()
         raise RateLimiterUnavailable() from error
     return bool(admitted), int(count), math.ceil(int(wait_us) / 1000)
 

@@ -6,7 +6,9 @@ duplicated or redelivered task can neither lose nor repeat anything.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 
 import redis
 from celery import shared_task
@@ -20,7 +22,8 @@ log = logging.getLogger(__name__)
 def process_commands() -> int:
     from exchange.services.matching import matching_worker
 
-    _redis().delete(WAKE_FLAG)  # from here on, a new order needs a new wake-up
+    with contextlib.suppress(redis.RedisError):
+        _redis().delete(WAKE_FLAG)  # from here on, a new order needs a new wake-up
     return matching_worker().drain()
 
 
@@ -37,17 +40,51 @@ def _redis() -> redis.Redis:
 
 
 def wake_matching() -> None:
-    """Queue a wake-up for the matching worker (called on commit), unless one is already queued.
+    """Ask for a wake-up of the matching worker (called on commit); returns at once.
 
-    One queued wake-up drains everything committed before the worker takes it, so a burst of
-    orders needs only one: the flag (cleared by the worker when it starts draining, and expiring
-    on its own) keeps the queue from filling with wake-ups that would find nothing to do.
+    The wake-up is sent from a background thread, so no request ever waits on the broker (a
+    frozen Redis would otherwise hold the web process's one thread for sync views). Losing one is
+    safe: the journal holds the order and the worker's sweep sends another.
     """
-    try:
-        if _redis().set(WAKE_FLAG, "1", nx=True, px=WAKE_FLAG_TTL_MS):
-            process_commands.apply_async(queue="matching")
-    except Exception:  # broker down: the order is safe in the journal; the worker's sweep drains it
-        log.exception("could not queue a matching wake-up")
+    _waker().poke()
+
+
+def _send_wake_up() -> None:
+    """Queue a wake-up unless one is already queued: one wake-up drains everything committed
+    before the worker takes it, so the flag (cleared when the worker starts draining, expiring
+    on its own) keeps a burst of orders from filling the queue with wake-ups."""
+    if _redis().set(WAKE_FLAG, "1", nx=True, px=WAKE_FLAG_TTL_MS):
+        process_commands.apply_async(queue="matching")
+
+
+class _Waker:
+    def __init__(self) -> None:
+        self._wanted = threading.Event()
+        threading.Thread(target=self._run, name="matching-waker", daemon=True).start()
+
+    def poke(self) -> None:
+        self._wanted.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            try:
+                _send_wake_up()
+            except Exception:  # broker down: the order is safe in the journal; the worker's sweep drains it
+                log.warning("could not queue a matching wake-up", exc_info=True)
+
+
+_waker_instance: _Waker | None = None
+_waker_lock = threading.Lock()
+
+
+def _waker() -> _Waker:
+    global _waker_instance
+    with _waker_lock:
+        if _waker_instance is None:
+            _waker_instance = _Waker()
+        return _waker_instance
 
 
 @worker_ready.connect

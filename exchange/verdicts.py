@@ -4,6 +4,7 @@ process that asked waits for it there (``BLPOP``) instead of polling the databas
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -25,10 +26,17 @@ def post(client: redis.Redis, verdicts: dict[int, dict[str, Any]]) -> None:
 
 
 async def wait(command_ids: list[int], timeout_s: float) -> dict[int, dict[str, Any]]:
-    """The verdicts that arrive within the time allowed, by command id."""
+    """The verdicts that arrive within the time allowed, by command id (bounded even when Redis
+    stops answering: the caller then reads the journal)."""
+    found: dict[int, dict[str, Any]] = {}
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(_collect(command_ids, timeout_s, found), timeout_s)
+    return found
+
+
+async def _collect(command_ids: list[int], timeout_s: float, found: dict[int, dict[str, Any]]) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    found: dict[int, dict[str, Any]] = {}
     client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)
     try:
         for command_id in command_ids:
@@ -41,5 +49,5 @@ async def wait(command_ids: list[int], timeout_s: float) -> dict[int, dict[str, 
     except redis.RedisError:
         pass  # the caller falls back to the journal
     finally:
-        await client.aclose()
-    return found
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.aclose(), 0.5)

@@ -68,7 +68,7 @@ def ensure(state_dir: Path) -> str:
                 "--save", "",
                 "--appendonly", "no",
                 "--dir", str(state_dir),
-                "--maxclients", "4000",
+                "--maxclients", "10000",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -48,9 +48,10 @@ class ProcfileStack:
     def start(self, name: str | None = None) -> None:
         for process_name in [name] if name else list(procfile()):
             log = open(self.log_dir / f"{process_name}.log", "ab")
+            # exec: the shell becomes the program, so signals and waits reach the program itself.
             self.processes[process_name] = subprocess.Popen(
-                procfile()[process_name], shell=True, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                f"exec {procfile()[process_name]}", shell=True, cwd=ROOT, env=self.env, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
             )
 
     def kill(self, name: str, sig: int = signal.SIGKILL, grace_s: float = 10) -> None:
@@ -64,6 +65,16 @@ class ProcfileStack:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=30)
+        # Anything the program started in its group (uvicorn's workers) goes with it.
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
     def pids(self) -> dict[str, list[int]]:
         """The pids of each process group (the shell and the program it runs)."""

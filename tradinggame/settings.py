@@ -115,7 +115,11 @@ CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         "CONFIG": {
-            "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
+            # One web process may hold ~1,000 sockets whose joins and leaves all want a
+            # connection at once; redis-py refuses (rather than waits) past its pool size.
+            "hosts": [
+                {"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5, "max_connections": 2000}
+            ],
             "capacity": int(os.environ.get("EXCHANGE_WS_LAYER_CAPACITY", "10000")),
             "expiry": 60,
             "prefix": os.environ.get("ITG_CHANNEL_PREFIX", "itg"),
@@ -131,6 +135,9 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ROUTES = {"exchange.tasks.*": {"queue": "matching"}}
 CELERY_TASK_DEFAULT_QUEUE = "matching"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# No socket timeout on the broker: a worker whose ack times out against a frozen Redis does
+# not recover by itself, while one that waits carries on when Redis answers again. Web
+# processes never wait on the broker: wake-ups are sent from a background thread.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 

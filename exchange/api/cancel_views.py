@@ -6,6 +6,7 @@ request must not hold a worker thread. They answer in the cancel-reply shape, ex
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -63,10 +64,12 @@ def cancel_reply(order: Order | None, order_id: str, verdict: dict[str, Any] | N
     return reply
 
 
-async def settle(requests: list[CancelRequest]) -> list[dict[str, Any]]:
+async def settle(requests: list[CancelRequest], started: float) -> list[dict[str, Any]]:
     """Wait for the engine's verdicts, then read any that were missed from the journal."""
     waiting = [r.command_id for r in requests if r.verdict is None and r.command_id is not None]
-    found = await verdicts.wait(waiting, VERDICT_TIMEOUT_S) if waiting else {}
+    # The bound counts from the request's arrival, not from when the cancel was journalled.
+    left = max(0.1, VERDICT_TIMEOUT_S - (time.monotonic() - started))
+    found = await verdicts.wait(waiting, left) if waiting else {}
     missed = [pk for pk in waiting if pk not in found]
     if missed:
         found.update(await database_sync_to_async(cancel_verdicts_from_journal)(missed))
@@ -86,6 +89,7 @@ def _status(reply: dict[str, Any]) -> int:
 
 
 async def cancel_one(request: HttpRequest, order_id: str) -> JsonResponse:
+    started = time.monotonic()
     from exchange.api.views import parse_id
 
     team = await authenticated_team(request)
@@ -100,11 +104,12 @@ async def cancel_one(request: HttpRequest, order_id: str) -> JsonResponse:
             {"status": "rejected", "error_code": RejectCode.ORDER_NOT_FOUND, "error_message": "no such order"},
         )
         return JsonResponse(reply, status=404)
-    [reply] = await settle(requests)
+    [reply] = await settle(requests, started)
     return JsonResponse(reply, status=_status(reply))
 
 
 async def cancel_all(request: HttpRequest) -> JsonResponse:
+    started = time.monotonic()
     team = await authenticated_team(request)
     if isinstance(team, JsonResponse):
         return team
@@ -112,7 +117,7 @@ async def cancel_all(request: HttpRequest) -> JsonResponse:
     if instrument is not None and not printable(instrument):
         return JsonResponse(error_body("INVALID_REQUEST", "instrument_id holds control characters"), status=400)
     requests = await database_sync_to_async(order_cancel_request)(team, None, instrument)
-    replies = await settle(requests)
+    replies = await settle(requests, started)
     return JsonResponse(
         {"results": replies}, status=504 if any(r["status"] == "pending_cancel" for r in replies) else 200
     )
