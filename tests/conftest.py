@@ -132,3 +132,11 @@ def _release_stray_connections(django_db_setup: None, django_db_blocker: object)
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
+
+
+@pytest.fixture(autouse=True)
+def _redis_breaker_closed() -> None:
+    """A test that takes Redis away trips the request-path breaker; the next test starts afresh."""
+    from tradinggame.redis_breaker import redis_on_request_path
+
+    redis_on_request_path.reset()
