@@ -320,6 +320,10 @@ def main() -> None:
     finally:
         pids = stack.pids()
         stack.stop()
+        if settings.EMBEDDED_REDIS_DIR:  # the benchmark started it; nothing else uses it
+            from tradinggame import embedded_redis
+
+            embedded_redis.stop(Path(settings.EMBEDDED_REDIS_DIR))
     from io import StringIO
 
     from django.core.management import call_command
