@@ -11,7 +11,9 @@ from django.db import transaction
 from accounts.models import Team
 from exchange import clock
 from exchange.codes import RejectCode
-from exchange.models import OPEN_STATUSES, Command, Game, Order, OrderStatus, Phase
+from exchange.models import OPEN_STATUSES, Command, Order, OrderStatus, Phase
+from exchange.selectors import game_state
+from exchange.services.orders import lock_team
 
 
 @dataclass
@@ -56,7 +58,7 @@ def order_cancel_request(
     now = clock.now()
     requests: list[CancelRequest] = []
     with transaction.atomic():
-        Team.objects.select_for_update().filter(pk=team.pk).values_list("pk", flat=True).first()
+        lock_team(team)
         orders = Order.objects.filter(team=team)
         if order_ids is None:
             orders = orders.filter(status__in=OPEN_STATUSES)
@@ -64,7 +66,7 @@ def order_cancel_request(
                 orders = orders.filter(instrument_symbol=instrument)
         else:
             orders = orders.filter(pk__in=order_ids)
-        phase = Game.objects.get_or_create(pk=1)[0].phase
+        phase = game_state().phase
         closed = phase in (Phase.CLOSED, Phase.OPENING_AUCTION)
         commands = []
         for order in orders.order_by("id"):

@@ -50,6 +50,8 @@ from exchange.models import Fill as FillRecord
 from exchange.policies import role_policies
 from exchange.prices import from_ticks, to_ticks, wire
 from exchange.publisher import Outbox
+from exchange.selectors import game_state
+from exchange.services.orders import reject_data
 from exchange.verdicts import post as post_verdicts
 
 log = logging.getLogger(__name__)
@@ -99,7 +101,7 @@ class MatchingWorker:
     # --- state ----------------------------------------------------------------------------
     def load(self) -> None:
         """Rebuild books and caches from the database (at start and after any failed batch)."""
-        game = Game.objects.get_or_create(pk=1)[0]
+        game = game_state()
         self._next_trade = (Trade.objects.aggregate(last=Max("id"))["last"] or 0) + 1
         self._instruments = {i.symbol: i for i in Instrument.objects.all()}
         self._roles = dict(Team.objects.values_list("id", "role"))
@@ -270,15 +272,7 @@ class MatchingWorker:
             order.status = OrderStatus.REJECTED
             order.remaining_quantity = 0
             order.error_code, order.error_message = event.code, event.reason[:200]
-            data = {
-                "order_id": order.order_id,
-                "client_order_id": order.client_order_id,
-                "instrument_id": order.instrument_symbol,
-                "status": "rejected",
-                "error_code": event.code,
-                "reason": event.reason,
-            }
-            batch.outbox.to_team(order.team_id, "new_order_reject", data, stamp)
+            batch.outbox.to_team(order.team_id, "new_order_reject", reject_data(order), stamp)
         elif isinstance(event, OrderCancelled):
             order.status = OrderStatus.CANCELLED
             order.cancelled_quantity += event.cancelled_quantity
@@ -501,8 +495,6 @@ class MatchingWorker:
                 order.error_code, order.error_message = RejectCode.ENGINE_ERROR, "the matching engine could not take it"
                 order.updated_at = now
                 order.save()
-                from exchange.services.orders import reject_data
-
                 outbox.to_team(order.team_id, "new_order_reject", reject_data(order), clock.iso(now))
             outbox.send_on_commit()
         log.error("command %s set aside after failing on its own", command.pk)

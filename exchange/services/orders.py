@@ -20,6 +20,7 @@ from exchange.policies import role_policy
 from exchange.prices import to_ticks
 from exchange.publisher import Outbox
 from exchange.ratelimit import order_rate_check
+from exchange.selectors import game_state
 
 PRICE_PLACES = Decimal("0.0001")  # the database column's scale
 
@@ -31,7 +32,7 @@ class Rejection(Exception):
     details: dict[str, Any] | None = None
 
 
-def _lock_team(team: Team) -> None:
+def lock_team(team: Team) -> None:
     # A row lock on PostgreSQL; SQLite's immediate transactions already serialize writers.
     if connection.vendor != "sqlite":
         Team.objects.select_for_update().filter(pk=team.pk).values_list("pk", flat=True).first()
@@ -180,8 +181,8 @@ def order_submit(team: Team, req: OrderRequest) -> Order:
     order_rate_check(team, policy)
     now = clock.now()
     with transaction.atomic():
-        _lock_team(team)
-        game = Game.objects.get_or_create(pk=1)[0]
+        lock_team(team)
+        game = game_state()
         order = Order(
             team=team,
             instrument_symbol=req.instrument_id,
