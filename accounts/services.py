@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from accounts.keys import generate_key, key_digest
 from accounts.models import ApiKey, Team
+from accounts.signals import team_changed
 
 
 class TeamNameTaken(Exception):
@@ -39,4 +40,5 @@ def team_register(name: str, role: str) -> tuple[Team, str]:
 def key_rotate(team: Team) -> str:
     """Revoke every active key of the team at once and issue a fresh one."""
     ApiKey.objects.filter(team=team, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    team_changed(team)  # update() sends no signals
     return key_issue(team)

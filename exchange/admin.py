@@ -11,7 +11,19 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
-from exchange.models import Account, Command, Fill, Game, Instrument, Order, Phase, Position, RolePolicy, Trade
+from exchange.models import (
+    Account,
+    Fill,
+    Game,
+    Instrument,
+    JournalEntry,
+    Order,
+    Phase,
+    Position,
+    RoleChange,
+    RolePolicy,
+    Trade,
+)
 from exchange.selectors import game_state
 from exchange.services.operator import HaltChange, game_set_phase, halt, registration_set, resume
 
@@ -186,7 +198,15 @@ class AccountAdmin(ReadOnlyAdmin):
     list_display = ("team", "cash", "fees_paid")
 
 
-@admin.register(Command)
-class CommandAdmin(ReadOnlyAdmin):
-    list_display = ("id", "kind", "team", "order", "argument", "created_at", "processed_at")
+@admin.register(JournalEntry)
+class JournalEntryAdmin(ReadOnlyAdmin):
+    list_display = ("id", "kind", "team", "decided_at", "result")
     list_filter = ("kind",)
+
+
+@admin.register(RoleChange)
+class RoleChangeAdmin(ReadOnlyAdmin):
+    """The audit log of role policy changes: who, when, old, new."""
+
+    list_display = ("changed_at", "role", "field", "old", "new", "changed_by")
+    list_filter = ("role", "field")

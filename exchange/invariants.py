@@ -5,8 +5,8 @@
    fills' cash movements (−side × price × quantity × multiplier − fee).
 3. For every accepted order: filled + remaining + cancelled == quantity; finished orders hold no
    remainder; filled quantity equals the sum of its fills.
-4. Every accepted order was taken by the engine exactly once (no pending order with a processed
-   submit, no fill repeated, two fills per trade).
+4. Every accepted order was taken by the engine exactly once: made by one journalled command, no
+   command made two orders, no fill repeated, two fills per trade.
 5. The matching worker's books equal the open orders in the database (``books_differences``).
 """
 
@@ -17,9 +17,9 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Count, F, Sum
 
-from exchange.models import Account, Command, Fill, Order, OrderStatus, Position, Trade
+from exchange.models import Account, Fill, JournalEntry, Order, OrderStatus, Position, Trade
 
 
 def database_violations() -> dict[str, list[str]]:
@@ -78,11 +78,15 @@ def _violations() -> dict[str, list[str]]:
         if filled_by_fills.get(pk) != filled:
             found["3 order quantities"].append(f"ORD_{pk}: filled {filled}, fills say {filled_by_fills.get(pk, 0)}")
 
-    stuck = Order.objects.filter(status=OrderStatus.PENDING_NEW).filter(
-        Q(command__kind=Command.Kind.SUBMIT) & Q(command__processed_at__isnull=False)
-    )
-    for order in stuck:
-        found["4 exactly once"].append(f"{order.order_id}: submit processed but order still pending")
+    journal = set(JournalEntry.objects.values_list("id", flat=True))
+    for pk, seq in accepted.exclude(accepted_seq__isnull=True).values_list("pk", "accepted_seq"):
+        if seq not in journal:
+            found["4 exactly once"].append(f"ORD_{pk}: taken by command {seq}, which the journal does not hold")
+    seen: dict[int, int] = {}
+    for pk, seq in accepted.exclude(accepted_seq__isnull=True).values_list("pk", "accepted_seq"):
+        if seq in seen:
+            found["4 exactly once"].append(f"ORD_{pk} and ORD_{seen[seq]}: both made by command {seq}")
+        seen[seq] = pk
     for trade in Trade.objects.annotate(n=Count("fills")).exclude(n=2):
         found["4 exactly once"].append(f"{trade.trade_id}: {trade.n} fills instead of 2")
     return {

@@ -1,5 +1,5 @@
-"""The exchange's records: the game, role policies, instruments, orders, the inbound command
-journal, trades and their fills, positions and cash.
+"""The exchange's records: the game, role policies and their audit log, instruments, orders, the
+matching worker's journal, trades and their fills, positions and cash.
 
 Prices and money are ``Decimal``; the matching engine sees integer ticks (``exchange.prices``).
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.db import models
-from django.db.models import Q
 
 from accounts.models import Role, Team
 
@@ -152,31 +151,44 @@ class Order(models.Model):
         return self.status in OPEN_STATUSES
 
 
-class Command(models.Model):
-    """The inbound journal: every order and cancel, in arrival order, for the matching worker.
+class JournalEntry(models.Model):
+    """The matching worker's record of every command it decided, in its order.
 
-    The worker applies unprocessed commands in id order and marks them processed in the same
-    transaction as their effects, so a crash or a redelivered task never applies one twice.
+    ``id`` is the command id the queue assigned (arrival order); ``command`` is the command as it
+    arrived (JSON), ``result`` what the worker decided and the ids it assigned (JSON). Written in
+    the same transaction as the command's effects, so a command seen again is decided once.
     """
 
-    class Kind(models.TextChoices):
-        SUBMIT = "submit"
-        CANCEL = "cancel"
-        CANCEL_ALL = "cancel_all"
-        SET_PHASE = "set_phase"
-
-    kind = models.CharField(max_length=12, choices=Kind.choices)
-    team = models.ForeignKey(Team, on_delete=models.PROTECT, null=True, blank=True)
-    order = models.ForeignKey(Order, on_delete=models.PROTECT, null=True, blank=True)
-    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, null=True, blank=True)
-    argument = models.CharField(max_length=40, blank=True, default="", help_text="Phase or reason.")
-    created_at = models.DateTimeField()
-    processed_at = models.DateTimeField(null=True, blank=True)
-    result = models.JSONField(null=True, blank=True)
+    id = models.BigIntegerField(primary_key=True)
+    kind = models.CharField(max_length=16)
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, null=True, blank=True, db_constraint=False)
+    command = models.TextField()
+    result = models.TextField(blank=True, default="")
+    decided_at = models.DateTimeField()
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["id"], condition=Q(processed_at__isnull=True), name="command_pending")]
+        verbose_name_plural = "journal entries"
+
+    def __str__(self) -> str:
+        return f"#{self.id} {self.kind}"
+
+
+class RoleChange(models.Model):
+    """The audit log of role policy changes (``manage.py set_role`` and the admin)."""
+
+    role = models.CharField(max_length=20, choices=Role.choices)
+    field = models.CharField(max_length=32)
+    old = models.CharField(max_length=32)
+    new = models.CharField(max_length=32)
+    changed_by = models.CharField(max_length=150)
+    changed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.role}.{self.field}: {self.old} -> {self.new}"
 
 
 class Trade(models.Model):

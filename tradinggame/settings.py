@@ -106,22 +106,15 @@ if not REDIS_URL:
     REDIS_URL = embedded_redis.ensure(Path(EMBEDDED_REDIS_DIR))
     os.environ["REDIS_URL"] = REDIS_URL  # processes started from here share the same server
 
-# All connections of one web process share one Redis key, and each connection has a local
-# buffer of the same capacity: a full one drops messages (consumers notice the gap and close
-# with 4008), so leave room for a burst of many batches while a process is busy.
-# The layer waits on Redis with 5 s blocking pops; redis-py's default 5 s socket timeout would
-# race them and kill every idle connection's consumer, so reads get more time than that.
+# The pub/sub layer: a frame for a group is one PUBLISH, delivered once to each web process
+# subscribed to it, which hands it to its local connections. It has no capacity of its own: the
+# consumer bounds each connection's pending frames (EXCHANGE_WS_MAX_BACKLOG) and closes with 4008.
+# The matching worker publishes to the same channels (exchange.matching.publish).
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         "CONFIG": {
-            # One web process may hold ~1,000 sockets whose joins and leaves all want a
-            # connection at once; redis-py refuses (rather than waits) past its pool size.
-            "hosts": [
-                {"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5, "max_connections": 2000}
-            ],
-            "capacity": int(os.environ.get("EXCHANGE_WS_LAYER_CAPACITY", "10000")),
-            "expiry": 60,
+            "hosts": [{"address": REDIS_URL, "socket_connect_timeout": 5}],
             "prefix": os.environ.get("ITG_CHANNEL_PREFIX", "itg"),
         },
     }
@@ -180,10 +173,16 @@ EXCHANGE_WS_SEND_TIMEOUT_S = float(os.environ.get("EXCHANGE_WS_SEND_TIMEOUT_S", 
 EXCHANGE_WS_MAX_LAG_S = float(os.environ.get("EXCHANGE_WS_MAX_LAG_S", "10"))
 EXCHANGE_WS_CLOSE_TIMEOUT_S = float(os.environ.get("EXCHANGE_WS_CLOSE_TIMEOUT_S", "5"))
 EXCHANGE_WS_GAP_GRACE_S = float(os.environ.get("EXCHANGE_WS_GAP_GRACE_S", "2"))
-EXCHANGE_WS_MAX_BACKLOG = int(os.environ.get("EXCHANGE_WS_MAX_BACKLOG", "10000"))  # frames queued on one connection
+EXCHANGE_WS_MAX_BACKLOG = int(os.environ.get("EXCHANGE_WS_MAX_BACKLOG", "1000"))  # frames queued on one connection
 EXCHANGE_WS_MARKET_DATA_INTERVAL_S = float(os.environ.get("EXCHANGE_WS_MARKET_DATA_INTERVAL_S", "0.1"))
 EXCHANGE_WS_REGISTRY_TTL_S = float(os.environ.get("EXCHANGE_WS_REGISTRY_TTL_S", "30"))
 EXCHANGE_MATCHING_BATCH = int(os.environ.get("EXCHANGE_MATCHING_BATCH", "500"))
+# The order path (ARCHITECTURE.md, "Order path"): how long a request waits for the worker's
+# verdict before 504, the queue depth past which new commands get 503, and how long the worker
+# may decide nothing while commands wait before new ones get 503.
+EXCHANGE_VERDICT_TIMEOUT_S = float(os.environ.get("EXCHANGE_VERDICT_TIMEOUT_S", "2"))
+EXCHANGE_MAX_BACKLOG = int(os.environ.get("EXCHANGE_MAX_BACKLOG", "500"))
+EXCHANGE_WORKER_STALL_S = float(os.environ.get("EXCHANGE_WORKER_STALL_S", "2"))
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -14,7 +14,7 @@ from exchange.codes import RejectCode
 
 FIELDS = {"instrument_id", "order_type", "side", "quantity", "price", "client_order_id", "time_in_force", "request_id"}
 REQUIRED = ("instrument_id", "order_type", "side", "quantity")
-MAX_BODY = 8192
+MAX_BODY = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,9 @@ def _reject_constant(name: str) -> Any:
 
 def parse_body(body: bytes) -> dict[str, Any]:
     if len(body) > MAX_BODY:
-        raise OrderFormError(RejectCode.INVALID_JSON, "the body is too large", {"max_bytes": MAX_BODY}, status=413)
+        raise OrderFormError(
+            RejectCode.PAYLOAD_TOO_LARGE, f"the body is larger than {MAX_BODY} bytes", {"max_bytes": MAX_BODY}, status=413
+        )
     try:
         data = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -61,13 +63,15 @@ def printable(value: str) -> bool:
     return value.isprintable()
 
 
-def _optional_string(data: dict[str, Any], name: str) -> str | None:
+def _string(data: dict[str, Any], name: str) -> str | None:
+    """A string field: 1 to 64 printable characters, else 400 ``INVALID_FIELD``."""
     value = data.get(name)
     if value is None:
         return None
     if not isinstance(value, str) or not 1 <= len(value) <= 64 or not printable(value):
-        code = RejectCode.INVALID_CLIENT_ORDER_ID if name == "client_order_id" else RejectCode.INVALID_JSON
-        raise OrderFormError(code, f"{name} must be a string of 1 to 64 characters", {"field": name})
+        raise OrderFormError(
+            RejectCode.INVALID_FIELD, f"{name} must be a string of 1 to 64 printable characters", {"field": name}
+        )
     return value
 
 
@@ -78,11 +82,9 @@ def order_request(data: dict[str, Any]) -> OrderRequest:
     for name in REQUIRED:
         if data.get(name) is None:
             raise OrderFormError(RejectCode.MISSING_FIELD, f"{name} is required", {"field": name})
+    for name in ("instrument_id", "side", "order_type", "time_in_force", "client_order_id", "request_id"):
+        _string(data, name)
     instrument_id = data["instrument_id"]
-    if not isinstance(instrument_id, str) or not 1 <= len(instrument_id) <= 64 or not printable(instrument_id):
-        raise OrderFormError(
-            RejectCode.INVALID_INSTRUMENT, "instrument_id must be a string", {"field": "instrument_id"}
-        )
     side = data["side"]
     if side not in ("buy", "sell"):
         raise OrderFormError(RejectCode.INVALID_SIDE, "side must be 'buy' or 'sell'", {"field": "side"})
@@ -118,8 +120,8 @@ def order_request(data: dict[str, Any]) -> OrderRequest:
         quantity=quantity,
         price=price,
         time_in_force=time_in_force,
-        client_order_id=_optional_string(data, "client_order_id"),
-        request_id=_optional_string(data, "request_id"),
+        client_order_id=data.get("client_order_id"),
+        request_id=data.get("request_id"),
     )
 
 

@@ -67,7 +67,7 @@ FORM_CODES = (
     RejectCode.MISSING_PRICE,
     RejectCode.PRICE_NOT_ALLOWED,
     RejectCode.INVALID_TIME_IN_FORCE,
-    RejectCode.INVALID_CLIENT_ORDER_ID,
+    RejectCode.INVALID_FIELD,
 )
 _FORM_ONLY = set(FORM_CODES) - {RejectCode.INVALID_INSTRUMENT, RejectCode.INVALID_PRICE}
 TRANSPORT_CODES = (RejectCode.UNSUPPORTED_MEDIA_TYPE, RejectCode.RATE_LIMIT_EXCEEDED)
@@ -98,7 +98,7 @@ CODE_NOTES: dict[str, str] = {
     RejectCode.MISSING_PRICE: "a limit order without `price`",
     RejectCode.PRICE_NOT_ALLOWED: "a market order with `price`",
     RejectCode.INVALID_TIME_IN_FORCE: "`time_in_force` is not `gtc`, `day`, `ioc` or `fok`",
-    RejectCode.INVALID_CLIENT_ORDER_ID: "`client_order_id` is not a string of 1-64 printable characters",
+    RejectCode.INVALID_FIELD: "a field of the wrong JSON type, or a string that is empty, longer than 64 characters or holds control characters (`details.field` names it)",
     RejectCode.MARKET_CLOSED: "the phase does not accept orders (`closed`, `opening_auction`) or cancels",
     RejectCode.POSITION_LIMIT_EXCEEDED: "position + open orders on that side + this order would pass the per-instrument limit",
     RejectCode.PORTFOLIO_LIMIT_EXCEEDED: "the worst-case sum of absolute positions over instruments would pass the role's limit",

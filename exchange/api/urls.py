@@ -5,8 +5,8 @@ from exchange.api.dispatch import by_method
 
 urlpatterns = [
     path("", views.HealthView.as_view(), name="health"),
-    path("orders", by_method(views.OrdersView, delete="cancel_all"), name="orders"),
-    path("orders/<str:order_id>", by_method(views.OrderDetailView, delete="cancel_one"), name="order-detail"),
+    path("orders", by_method(views.OrdersView), name="orders"),
+    path("orders/<str:order_id>", by_method(views.OrderDetailView), name="order-detail"),
     path("positions", views.PositionsView.as_view(), name="positions"),
     path("positions/<str:team_id>", views.PositionsView.as_view(), name="team-positions"),
     path("fills", views.FillsView.as_view(), name="fills"),

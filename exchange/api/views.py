@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from datetime import UTC
-from typing import Any
 
 import redis
 from django.conf import settings
@@ -17,12 +16,10 @@ from rest_framework.views import APIView
 
 from accounts.authentication import team_of
 from exchange import clock
-from exchange.api.order_input import OrderFormError, order_request, parse_body, printable
-from exchange.codes import RejectCode
-from exchange.liveness import worker_alive
+from exchange.api.order_input import printable
+from exchange.matching.queue import matching_alive
 from exchange.models import Fill, Instrument, Order
 from exchange.prices import wire
-from exchange.ratelimit import SERVICE_UNAVAILABLE, RateLimiterUnavailable, RateLimitExceeded
 from exchange.selectors import (
     account_snapshot,
     book_depth,
@@ -33,7 +30,6 @@ from exchange.selectors import (
     team_fills,
     team_positions,
 )
-from exchange.services.orders import order_submit
 from tradinggame.errors import ApiError
 
 ID_PATTERN = re.compile(r"^(ORD|TRD|TEAM)_([0-9]{1,18})$")
@@ -64,7 +60,7 @@ class HealthView(APIView):
         try:
             client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
             components["redis"] = bool(client.ping())
-            components["matching_worker"] = worker_alive(client)
+            components["matching_worker"] = matching_alive(client)
         except redis.RedisError:
             pass
         healthy = all(components.values())
@@ -85,81 +81,7 @@ def _database_ok() -> bool:
         return False
 
 
-def order_reply(order: Order | None, request_id: str | None, **overrides: Any) -> dict[str, Any]:
-    reply: dict[str, Any] = {
-        "order_id": None,
-        "client_order_id": None,
-        "status": "rejected",
-        "timestamp": clock.iso(clock.now()),
-        "filled_quantity": 0,
-        "average_price": None,
-        "fees": 0.0,
-        "liquidity_type": None,
-        "error_code": None,
-        "error_message": None,
-        "details": None,
-        "request_id": request_id,
-    }
-    if order is not None:
-        accepted = order.status != "rejected"
-        reply.update(
-            order_id=order.order_id,
-            client_order_id=order.client_order_id,
-            status="accepted" if accepted else "rejected",
-            timestamp=clock.iso(order.created_at),
-            error_code=order.error_code,
-            error_message=order.error_message,
-            details=getattr(order, "rejection_details", None),
-        )
-    reply.update(overrides)
-    return reply
-
-
 class OrdersView(APIView):
-    def post(self, request: Request) -> Response:
-        """Submit an order. Always answers in the order-reply shape."""
-        team = team_of(request)
-        request_id = None
-        try:
-            content_type = request.content_type.split(";")[0].strip().lower()
-            if content_type not in ("application/json", ""):
-                raise OrderFormError(
-                    RejectCode.UNSUPPORTED_MEDIA_TYPE, "send the order as application/json", status=415
-                )
-            data = parse_body(request.body)
-            if isinstance(data.get("request_id"), str) and printable(data["request_id"]):
-                request_id = data["request_id"][:64]
-            order_req = order_request(data)
-        except OrderFormError as error:
-            reply = order_reply(
-                None, request_id, error_code=error.code.value, error_message=error.message, details=error.details
-            )
-            return Response(reply, status=error.status)
-        try:
-            order = order_submit(team, order_req)
-        except RateLimitExceeded as limited:
-            # Nothing was stored: no order_id, and nothing goes over the WebSocket.
-            reply = order_reply(
-                None,
-                order_req.request_id,
-                client_order_id=order_req.client_order_id,
-                error_code=RejectCode.RATE_LIMIT_EXCEEDED.value,
-                error_message=limited.message,
-                details=limited.details,
-            )
-            return Response(reply, status=429, headers={"Retry-After": str(limited.retry_after_s)})
-        except RateLimiterUnavailable as unavailable:
-            reply = order_reply(
-                None,
-                order_req.request_id,
-                client_order_id=order_req.client_order_id,
-                error_code=SERVICE_UNAVAILABLE,
-                error_message=unavailable.message,
-                details={"component": "redis"},
-            )
-            return Response(reply, status=503, headers={"Retry-After": "1"})
-        return Response(order_reply(order, order_req.request_id))
-
     def get(self, request: Request) -> Response:
         team = team_of(request)
         orders = Order.objects.filter(team=team).order_by("id")

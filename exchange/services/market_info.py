@@ -7,21 +7,16 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
-
 from accounts.models import Role, Team
-from exchange import clock
+from exchange.matching.queue import Refused, operator_command
 from exchange.prices import wire
-from exchange.publisher import Outbox
 
 
 def underlying_publish(symbol: str, price: Decimal) -> None:
     """Announce an underlying's price to every connection."""
     if price <= 0:
         raise ValueError("an underlying price must be positive")
-    outbox = Outbox()
-    outbox.to_market("underlying", {"symbol": symbol, "price": wire(price)}, clock.iso(clock.now()))
-    transaction.on_commit(outbox.send)
+    _frames([["underlying", {"symbol": symbol, "price": wire(price)}]])
 
 
 def signal_publish(signal_type: str, data: dict[str, Any], *, role: str | None = None, team: Team | None = None) -> int:
@@ -32,10 +27,19 @@ def signal_publish(signal_type: str, data: dict[str, Any], *, role: str | None =
         raise ValueError(f"unknown role {role}")
     if "signal_type" in data:
         raise ValueError("signal_type is set by the signal itself")
-    teams = [team] if team is not None else list(Team.objects.filter(role=role, active=True))
-    outbox = Outbox()
-    stamp = clock.iso(clock.now())
-    for receiver in teams:
-        outbox.to_team(receiver.pk, "signal", {"signal_type": signal_type, **data}, stamp)
-    transaction.on_commit(outbox.send)
-    return len(teams)
+    frames = [["signal", {"signal_type": signal_type, **data}]]
+    if team is not None:
+        return int(_frames(frames, team=team.pk)["teams"])
+    return int(_frames(frames, role=role)["teams"])
+
+
+def _frames(frames: list[list[Any]], **audience: Any) -> dict[str, Any]:
+    """Publish through the matching worker, in queue order with everything else it publishes."""
+    try:
+        return operator_command("frames", frames=frames, **audience)
+    except Refused as refused:
+        raise MarketInfoUnavailable(refused.message) from refused
+
+
+class MarketInfoUnavailable(Exception):
+    """The matching worker, which publishes every frame, cannot take the message."""

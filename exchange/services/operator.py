@@ -1,24 +1,26 @@
 """Operator writes: step the trading phase, halt and resume a team, an instrument or the whole
-exchange, open and close registration.
+exchange, change a role's limits and fees, open and close registration.
 
-Whatever the books must follow (a phase change, sweeping resting orders off a halted scope)
-goes through the command journal, so the matching worker applies it in order with the orders
-sent before it. Flags the validator reads (phase, halts) change at once, in the same
-transaction, and every change is announced on the WebSocket only after it commits.
+Phase, halts and role policies are the matching worker's state: each change travels through the
+matching queue behind every order sent before it (exchange.matching.queue.operator_command), and
+the worker applies it, writes it and announces it. An order sent before the change is decided
+under the old rules.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.db import transaction
 
-from accounts.models import Team
-from exchange import clock
-from exchange.engine import CancelReason
-from exchange.models import OPEN_STATUSES, Command, Game, Instrument, Order, Phase, TimeInForce
-from exchange.publisher import Outbox
+from accounts.models import Role, Team
+from exchange.matching.queue import Refused, operator_command
+from exchange.matching.state import Policy
+from exchange.models import Game, Instrument, Phase, RolePolicy
+from exchange.policies import DEFAULTS
 
 PHASE_EFFECTS = {
     Phase.CLOSED: "new orders and cancels are refused with MARKET_CLOSED",
@@ -104,50 +106,34 @@ def _game_for_update() -> Game:
     return Game.objects.select_for_update().get(pk=1)
 
 
-def _hold_order_entry() -> None:
-    """Wait for every order being validated right now, and keep new ones out until commit.
-
-    Each order is validated and journalled under its team's row lock, so holding all of them
-    means no order checked against the old phase or halt flags can land in the journal after
-    this change. (SQLite already serializes writers; this matters on PostgreSQL.)
-    """
-    list(Team.objects.select_for_update().order_by("pk").values_list("pk", flat=True))
-
-
-def _wake_on_commit() -> None:
-    from exchange.tasks import wake_matching
-
-    transaction.on_commit(wake_matching)
+def _command(kind: str, **arguments: Any) -> dict[str, Any]:
+    try:
+        result = operator_command(kind, **arguments)
+    except Refused as refused:
+        raise OperatorError(f"the matching worker cannot take the command: {refused.message}") from refused
+    except TimeoutError as timeout:
+        raise OperatorError(f"{timeout}; it will still be carried out") from timeout
+    if "error" in result:
+        raise OperatorError(str(result["error"]))
+    return result
 
 
 # --- phases -------------------------------------------------------------------------------------
 def game_set_phase(phase: str) -> PhaseChange:
-    """Move the game to ``phase``; the books follow when the worker reaches the journal entry.
+    """Move the game to ``phase``, in queue order with the orders sent before it.
 
     Entering ``continuous`` from another phase runs the opening auction on every book; entering
     ``closed`` cancels ``day`` orders (reason ``session_end``). Setting the current phase again
     changes nothing and announces nothing.
     """
     new = Phase(phase)
-    now = clock.now()
-    with transaction.atomic():
-        _hold_order_entry()
-        game = _game_for_update()
-        previous = Phase(game.phase)
-        day_orders = Order.objects.filter(status__in=OPEN_STATUSES, time_in_force=TimeInForce.DAY).count()
-        if previous == new:
-            return PhaseChange(previous=previous.value, phase=new.value, command_id=None, open_day_orders=day_orders)
-        game.phase = new
-        game.save(update_fields=["phase", "updated_at"])
-        command = Command.objects.create(kind=Command.Kind.SET_PHASE, argument=new.value, created_at=now)
-        # On-commit callbacks run in order: the event is out before the worker is woken, so bots
-        # hear of the change before the auction's fills or the session_end cancels.
-        outbox = Outbox()
-        data = {"event_type": "phase_change", "phase": new.value, "previous_phase": previous.value}
-        outbox.to_market("event", data, clock.iso(now))
-        outbox.send_on_commit()
-        _wake_on_commit()
-    return PhaseChange(previous=previous.value, phase=new.value, command_id=command.pk, open_day_orders=day_orders)
+    result = _command("phase", phase=new.value)
+    return PhaseChange(
+        previous=result["previous"],
+        phase=result["phase"],
+        command_id=result["command_id"] if result["changed"] else None,
+        open_day_orders=result["open_day_orders"],
+    )
 
 
 # --- halts --------------------------------------------------------------------------------------
@@ -169,81 +155,105 @@ def halt(
 
 
 def resume(*, team: Team | None = None, instrument: Instrument | None = None, exchange: bool = False) -> HaltChange:
-    """Lift a halt of one team, one instrument or the exchange; name exactly one scope.
-
-    Each scope is its own switch: resuming a team does not lift an exchange or instrument halt.
-    """
+    """Take a halt off one scope (other halts still apply)."""
     return _set_halted(team, instrument, exchange, halted=False, cancel_resting=False)
 
 
 def _set_halted(
     team: Team | None, instrument: Instrument | None, exchange: bool, *, halted: bool, cancel_resting: bool
 ) -> HaltChange:
-    if sum((team is not None, instrument is not None, bool(exchange))) != 1:
-        raise OperatorError("name exactly one of: a team, an instrument, the exchange")
-    now = clock.now()
-    with transaction.atomic():
-        _hold_order_entry()
-        open_orders = Order.objects.filter(status__in=OPEN_STATUSES)
-        if team is not None:
-            scope, target = "team", team.team_id
-            record: Team | Instrument | Game = Team.objects.select_for_update().get(pk=team.pk)
-            changed = record.trading_halted != halted
-            record.trading_halted = team.trading_halted = halted
-            record.save(update_fields=["trading_halted"])
-            open_orders = open_orders.filter(team=team)
-        elif instrument is not None:
-            scope, target = "instrument", instrument.symbol
-            record = Instrument.objects.select_for_update().get(pk=instrument.pk)
-            changed = record.halted != halted
-            record.halted = instrument.halted = halted
-            record.save(update_fields=["halted"])
-            open_orders = open_orders.filter(instrument=instrument)
-        else:
-            scope, target = "exchange", None
-            record = _game_for_update()
-            changed = record.trading_halted != halted
-            record.trading_halted = halted
-            record.save(update_fields=["trading_halted", "updated_at"])
-        if changed:  # announced before the worker is woken: the halt comes before its cancel_acks
-            _announce_halt(scope, target, team, halted, cancel_resting, clock.iso(now))
-        command_id = None
-        if cancel_resting:
-            command = Command.objects.create(
-                kind=Command.Kind.CANCEL_ALL,
-                team=team,
-                instrument=instrument,
-                argument=CancelReason.OPERATOR.value,
-                created_at=now,
-            )
-            command_id = command.pk
-            _wake_on_commit()
-        return HaltChange(
-            scope=scope,
-            target=target,
-            halted=halted,
-            changed=changed,
-            open_orders=open_orders.count(),
-            command_id=command_id,
-        )
-
-
-def _announce_halt(
-    scope: str, target: str | None, team: Team | None, halted: bool, cancel_resting: bool, stamp: str
-) -> None:
-    data: dict[str, Any] = {"event_type": "halt" if halted else "resume", "scope": scope}
-    if scope == "team":
-        data["team_id"] = target
-    elif scope == "instrument":
-        data["instrument_id"] = target
-    if halted:
-        data["cancel_resting"] = cancel_resting
-    outbox = Outbox()
+    if sum(x is not None and x is not False for x in (team, instrument, exchange)) != 1:
+        raise OperatorError("name exactly one scope: a team, an instrument or the exchange")
     if team is not None:
-        outbox.to_team(team.pk, "event", data, stamp)  # a team's halt is its own business
+        scope, target, argument = "team", team.team_id, team.pk
+    elif instrument is not None:
+        scope, target, argument = "instrument", instrument.symbol, instrument.symbol
     else:
-        outbox.to_market("event", data, stamp)
-    outbox.send_on_commit()
+        scope, target, argument = "exchange", None, None
+    result = _command("halt", scope=scope, target=argument, halted=halted, cancel=cancel_resting)
+    return HaltChange(
+        scope=scope,
+        target=target,
+        halted=halted,
+        changed=result["changed"],
+        open_orders=result["open_orders"],
+        command_id=result["command_id"] if cancel_resting else None,
+    )
+
+
+# --- roles --------------------------------------------------------------------------------------
+ROLE_SETTINGS = (
+    "orders_per_second",
+    "position_limit",
+    "portfolio_limit",
+    "max_order_size",
+    "maker_fee",
+    "taker_fee",
+)
+
+
+@dataclass(frozen=True)
+class RoleUpdate:
+    role: str
+    changes: dict[str, tuple[str, str]]  # setting -> (old, new), only what changed
+
+    def summary(self) -> list[str]:
+        if not self.changes:
+            return [f"{self.role}: nothing changed."]
+        return [f"{self.role}.{name}: {old} -> {new}" for name, (old, new) in self.changes.items()]
+
+
+def role_set(role: str, changed_by: str, **values: Any) -> RoleUpdate:
+    """Change a role's limits and fees; new orders see them as soon as the worker reaches the
+    command (fees of later fills too), the web processes' rate limits within a second. Each
+    change is kept in the audit log (``RoleChange``)."""
+    if role not in Role.values:
+        raise OperatorError(f"unknown role {role!r}; one of {', '.join(Role.values)}")
+    changes: dict[str, str] = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if name not in ROLE_SETTINGS or name not in Policy.FIELDS:
+            raise OperatorError(f"unknown setting {name!r}")
+        if name.endswith("_fee"):
+            try:
+                fee = Decimal(str(value))
+            except InvalidOperation as error:
+                raise OperatorError(f"{name} must be a number") from error
+            if not fee.is_finite() or abs(fee) >= 10**6:
+                raise OperatorError(f"{name} must be a finite number below 1,000,000")
+            changes[name] = str(fee)
+        else:
+            if int(value) < 0:
+                raise OperatorError(f"{name} must be 0 or more")
+            changes[name] = str(int(value))
+    if not changes:
+        raise OperatorError("name at least one setting to change")
+    RolePolicy.objects.get_or_create(role=role, defaults=_role_defaults(role))
+    result = _command("role", role=role, changes=changes, by=changed_by)
+    return RoleUpdate(role=role, changes={k: (v[0], v[1]) for k, v in result["changes"].items()})
+
+
+def _role_defaults(role: str) -> dict[str, Any]:
+    return dict(DEFAULTS[role])
+
+
+# --- teams and instruments changed outside the queue (admin, registration) ----------------------
+def team_refresh(team_pk: int) -> None:
+    """Tell the worker a team's role or flags changed (after commit; best effort: the worker
+    also reads an unknown team on first sight)."""
+    transaction.on_commit(lambda: _notify("team", team=team_pk))
+
+
+def instrument_refresh(symbol: str) -> None:
+    transaction.on_commit(lambda: _notify("instrument", symbol=symbol))
+
+
+def _notify(kind: str, **arguments: Any) -> None:
+    # Queued, not awaited: whatever the team sends after this is queued behind it. When the
+    # worker is down it reads the row at its start anyway.
+    with contextlib.suppress(Refused):
+        operator_command(kind, wait=False, **arguments)
 
 
 # --- registration -------------------------------------------------------------------------------

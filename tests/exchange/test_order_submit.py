@@ -89,8 +89,8 @@ def test_unreadable_bodies_are_400(trader, api, raw, code) -> None:
         ({"price": -1.0}, "INVALID_PRICE"),
         ({"price": "100"}, "INVALID_PRICE"),
         ({"price": 1e300}, "INVALID_PRICE"),
-        ({"client_order_id": "x" * 65}, "INVALID_CLIENT_ORDER_ID"),
-        ({"client_order_id": 7}, "INVALID_CLIENT_ORDER_ID"),
+        ({"client_order_id": "x" * 65}, "INVALID_FIELD"),
+        ({"client_order_id": 7}, "INVALID_FIELD"),
     ],
 )
 def test_malformed_orders_are_400_with_their_code(trader, api, order_body, fields, code) -> None:

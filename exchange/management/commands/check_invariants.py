@@ -3,15 +3,12 @@ ask the running matching worker to compare its books with it."""
 
 from __future__ import annotations
 
-import json
-import uuid
 from typing import Any
 
-import redis
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from exchange.invariants import database_violations
+from exchange.matching.queue import Refused, operator_command
 
 
 class Command(BaseCommand):
@@ -36,11 +33,12 @@ class Command(BaseCommand):
             raise CommandError(f"{failed} invariant(s) broken")
 
     def _books(self, timeout: float) -> list[str]:
-        from exchange.tasks import check_books
-
-        token = uuid.uuid4().hex
-        check_books.apply_async(args=[token], queue="matching")
-        reply = redis.Redis.from_url(settings.REDIS_URL).blpop([f"itg:books-check:{token}"], timeout=timeout)
-        if reply is None:
+        """The worker compares its books with the database when it reaches this command, after
+        everything queued before it has committed."""
+        try:
+            result = operator_command("books", timeout_s=timeout)
+        except Refused as refused:
+            return [f"the matching worker cannot be asked: {refused.message}"]
+        except TimeoutError:
             return [f"the matching worker did not answer within {timeout:.0f} s"]
-        return list(json.loads(reply[1]))
+        return list(result["differences"])

@@ -1,0 +1,184 @@
+"""The web process's side of the order path: no database, no thread, no lock.
+
+One ``Gateway`` per event loop holds a Redis client, this process's verdict channel and the
+futures waiting on it. A command costs one Redis round trip (the queue script: availability,
+rate limit, enqueue); the worker publishes each batch's verdicts for this process in one message
+on the channel, and the listener resolves the waiting futures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+import weakref
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from asgiref.sync import sync_to_async
+
+from accounts import throttle
+from accounts.keycache import DIRECTORY, KeyCache, KeyOwner
+from exchange.matching import queue
+from exchange.matching.publish import ROLE_RATES
+from tradinggame.redis_breaker import redis_on_request_path
+from tradinggame.redis_clients import async_client
+
+log = logging.getLogger(__name__)
+
+RATES_TTL_S = 1.0
+EARLY_KEEP_S = 10.0
+
+
+class AuthRefused(Exception):
+    """401/403/429 in the error envelope."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.retry_after_s = status, code, message, retry_after_s
+
+
+class Gateway:
+    def __init__(self) -> None:
+        self.web_id = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        self.client: aioredis.Redis = async_client()
+        self.script = self.client.register_script(queue.ENQUEUE)
+        self.waiting: dict[int, asyncio.Future[Any]] = {}
+        self.early: dict[int, tuple[Any, float]] = {}  # verdicts that beat their request's own reply
+        self.keys = KeyCache()
+        self.rates: dict[str, int] = {}
+        self.rates_read_at = -RATES_TTL_S
+        self.listening: asyncio.Event = asyncio.Event()
+        self.listener: asyncio.Task[None] | None = None
+
+    # --- authentication: the key cache, Redis on a miss ---------------------------------------------
+    async def owner(self, key: str | None, address: str | None) -> KeyOwner:
+        if key is None:
+            raise AuthRefused(401, "NOT_AUTHENTICATED", "send your API key in the X-API-Key header")
+        digest, owner, fresh = self.keys.cached(key)
+        if not fresh:
+            if not redis_on_request_path.allows():
+                raise queue.unavailable()
+            try:
+                raw = await self.client.hget(DIRECTORY, digest) if digest else None
+            except (redis.RedisError, OSError) as error:
+                redis_on_request_path.trip()
+                raise queue.unavailable() from error
+            owner = self.keys.remember(digest, raw)
+        if owner is None:
+            await self._failed_key(address)
+            raise AuthRefused(401, "INVALID_API_KEY", "the API key is unknown or revoked")
+        if not owner.active:
+            raise AuthRefused(403, "TEAM_DISABLED", "this team has been disabled by an operator")
+        return owner
+
+    @staticmethod
+    async def _failed_key(address: str | None) -> None:
+        """Wrong keys count against the address (accounts.throttle); a refused address gets 429."""
+
+        def count() -> int | None:
+            try:
+                throttle.check(address)
+            except throttle.TooManyFailedAttempts as refused:
+                return refused.retry_after_s
+            throttle.record_failure(address)
+            return None
+
+        retry_after = await sync_to_async(count, thread_sensitive=False)()
+        if retry_after is not None:
+            raise AuthRefused(429, "TOO_MANY_FAILED_AUTH", "too many failed API key checks from this address", retry_after)
+
+    async def rate_limit(self, role: str) -> int:
+        if time.monotonic() - self.rates_read_at >= RATES_TTL_S:
+            raw = await self.client.hgetall(ROLE_RATES)
+            self.rates = {k.decode(): int(v) for k, v in raw.items()}
+            self.rates_read_at = time.monotonic()
+        return self.rates.get(role, 0)
+
+    # --- commands -------------------------------------------------------------------------------------
+    async def command(self, owner: KeyOwner, command: dict[str, Any], limited: bool, timeout_s: float) -> Any:
+        """Queue the command and await its verdict: the reply, ``Refused`` (429/503) or
+        ``TimeoutError`` (504)."""
+        started = time.monotonic()
+        if not redis_on_request_path.allows():
+            raise queue.unavailable()
+        try:
+            await self._listen()
+            limit = await self.rate_limit(owner.role) if limited else 0
+            window = queue.rate_key(owner.team_pk, owner.created_us) if limit else None
+            keys, argv = queue.enqueue_args(queue.encode({**command, "r": self.web_id, "t": owner.team_pk}), window, limit)
+            result = await self.script(keys=keys, args=argv)
+        except (redis.RedisError, OSError, TimeoutError) as error:
+            redis_on_request_path.trip()
+            raise queue.unavailable() from error
+        command_id = queue.verdict_of_script(result, limit)
+        early = self.early.pop(command_id, None)
+        if early is not None:
+            return early[0]
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.waiting[command_id] = future
+        try:
+            async with asyncio.timeout(max(0.01, timeout_s - (time.monotonic() - started))):
+                return await future
+        finally:
+            self.waiting.pop(command_id, None)
+
+    # --- verdicts: one pub/sub channel per web process -------------------------------------------------
+    async def _listen(self) -> None:
+        if self.listener is None or self.listener.done():
+            self.listening.clear()
+            self.listener = asyncio.get_running_loop().create_task(self._receive(), name="verdicts")
+        if not self.listening.is_set():
+            async with asyncio.timeout(2):
+                await self.listening.wait()
+
+    async def _receive(self) -> None:
+        while True:
+            pubsub = self.client.pubsub()
+            try:
+                await pubsub.subscribe(queue.VERDICTS + self.web_id)
+                async with asyncio.timeout(2):  # the subscription is in place before any command is sent
+                    while (await pubsub.get_message(timeout=1)) is None:
+                        pass
+                self.listening.set()
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        self._resolve(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("the verdict channel of %s was lost; subscribing again", self.web_id, exc_info=True)
+                self.listening.clear()
+                await asyncio.sleep(0.2)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    def _resolve(self, data: bytes) -> None:
+        now = time.monotonic()
+        for command_id, verdict in queue.decode_verdicts(data):
+            future = self.waiting.get(command_id)
+            if future is not None:
+                if not future.done():
+                    future.set_result(verdict)
+            else:
+                self.early[command_id] = (verdict, now)
+        if len(self.early) > 1000:
+            self.early = {k: v for k, v in self.early.items() if now - v[1] < EARLY_KEEP_S}
+
+
+_gateways: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Gateway] = weakref.WeakKeyDictionary()
+
+
+def gateway() -> Gateway:
+    """The running event loop's gateway."""
+    loop = asyncio.get_running_loop()
+    found = _gateways.get(loop)
+    if found is None:
+        found = _gateways[loop] = Gateway()
+    return found

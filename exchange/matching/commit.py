@@ -1,0 +1,169 @@
+"""One transaction per batch: every row the batch decided, written with ``executemany``.
+
+Plain SQL on the model's own tables and columns (read from ``_meta``): building model instances
+and ``bulk_update``'s CASE expressions would cost more than deciding the batch. Values are the
+database's own forms: the batch's one timestamp is adapted once, ``Decimal`` goes as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.db import connection, models, transaction
+
+from exchange.matching.state import OrderRec, TeamState
+from exchange.matching.worker import Batch
+from exchange.models import Account, Fill, JournalEntry, Order, Position, Trade
+
+ORDER_INSERT = (
+    "id",
+    "team_id",
+    "instrument_id",
+    "instrument_symbol",
+    "side",
+    "order_type",
+    "time_in_force",
+    "price",
+    "quantity",
+    "filled_quantity",
+    "remaining_quantity",
+    "cancelled_quantity",
+    "filled_notional",
+    "fees",
+    "status",
+    "client_order_id",
+    "error_code",
+    "error_message",
+    "cancel_reason",
+    "accepted_seq",
+    "created_at",
+    "updated_at",
+)
+ORDER_UPDATE = (
+    "filled_quantity",
+    "remaining_quantity",
+    "cancelled_quantity",
+    "filled_notional",
+    "fees",
+    "status",
+    "cancel_reason",
+    "updated_at",
+)
+TRADE_INSERT = ("id", "instrument_id", "price", "quantity", "aggressor_side", "created_at")
+FILL_INSERT = (
+    "trade_id",
+    "order_id",
+    "team_id",
+    "instrument_id",
+    "side",
+    "quantity",
+    "price",
+    "liquidity_type",
+    "fees",
+    "cash_delta",
+    "position_after",
+    "created_at",
+)
+JOURNAL_INSERT = ("id", "kind", "team_id", "command", "result", "decided_at")
+
+
+def _insert(model: type[models.Model], columns: Sequence[str]) -> str:
+    quote = connection.ops.quote_name
+    names = ", ".join(quote(c) for c in columns)
+    marks = ", ".join(["%s"] * len(columns))
+    return f"INSERT INTO {quote(model._meta.db_table)} ({names}) VALUES ({marks})"
+
+
+def _update(model: type[models.Model], columns: Sequence[str], where: Sequence[str]) -> str:
+    quote = connection.ops.quote_name
+    assignments = ", ".join(f"{quote(c)} = %s" for c in columns)
+    condition = " AND ".join(f"{quote(c)} = %s" for c in where)
+    return f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE {condition}"
+
+
+def _run(cursor: Any, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+    rows = list(rows)
+    if rows:
+        cursor.executemany(sql, rows)
+
+
+def write_batch(
+    batch: Batch,
+    teams: dict[int, TeamState],
+    stored_positions: set[tuple[int, str]],
+    stored_accounts: set[int],
+) -> None:
+    """Everything the batch decided, in one transaction; marks what now exists in the database."""
+    now = connection.ops.adapt_datetimefield_value(batch.now)
+
+    def order_row(o: OrderRec) -> tuple[Any, ...]:
+        created = now if o.created_at is batch.now else connection.ops.adapt_datetimefield_value(o.created_at)
+        return (
+            o.pk,
+            o.team,
+            o.symbol if o.instrument_known else None,
+            o.symbol,
+            o.side,
+            o.order_type,
+            o.time_in_force,
+            o.price,
+            o.quantity,
+            o.filled,
+            o.remaining,
+            o.cancelled,
+            o.notional,
+            o.fees,
+            o.status,
+            o.coid,
+            o.error_code,
+            o.error_message,
+            o.cancel_reason,
+            o.accepted_seq,
+            created,
+            now,
+        )
+
+    new_positions = [key for key in batch.positions if key not in stored_positions]
+    old_positions = [key for key in batch.positions if key in stored_positions]
+    new_accounts = [pk for pk in batch.accounts if pk not in stored_accounts]
+    old_accounts = [pk for pk in batch.accounts if pk in stored_accounts]
+    with transaction.atomic(), connection.cursor() as cursor:
+        _run(cursor, _insert(Order, ORDER_INSERT), (order_row(o) for o in batch.new_orders))
+        _run(
+            cursor,
+            _update(Order, ORDER_UPDATE, ("id",)),
+            (
+                (o.filled, o.remaining, o.cancelled, o.notional, o.fees, o.status, o.cancel_reason, now, o.pk)
+                for o in batch.changed_orders.values()
+            ),
+        )
+        _run(cursor, _insert(Trade, TRADE_INSERT), (row[:5] + (now,) for row in batch.trades))
+        _run(cursor, _insert(Fill, FILL_INSERT), (row[:11] + (now,) for row in batch.fills))
+        _run(
+            cursor,
+            _insert(Position, ("team_id", "instrument_id", "quantity")),
+            ((team, symbol, teams[team].positions[symbol]) for team, symbol in new_positions),
+        )
+        _run(
+            cursor,
+            _update(Position, ("quantity",), ("team_id", "instrument_id")),
+            ((teams[team].positions[symbol], team, symbol) for team, symbol in old_positions),
+        )
+        _run(
+            cursor,
+            _insert(Account, ("team_id", "cash", "fees_paid")),
+            ((pk, teams[pk].cash, teams[pk].fees) for pk in new_accounts),
+        )
+        _run(
+            cursor,
+            _update(Account, ("cash", "fees_paid"), ("team_id",)),
+            ((teams[pk].cash, teams[pk].fees, pk) for pk in old_accounts),
+        )
+        _run(cursor, _insert(JournalEntry, JOURNAL_INSERT), (row[:5] + (now,) for row in batch.journal))
+        for write in batch.operator_writes:
+            write()
+    for order in batch.new_orders:
+        order.stored = True
+    stored_positions.update(new_positions)
+    stored_accounts.update(new_accounts)

@@ -1,0 +1,177 @@
+"""The matching worker's life: start from the database, then take batches off the queue, decide,
+commit, publish, for as long as the process lives.
+
+The Celery worker on the ``matching`` queue starts it (``exchange.tasks``) in a thread of its own
+and stops it at shutdown. The loop never waits on a timer while commands are queued: it takes up
+to ``EXCHANGE_MATCHING_BATCH`` commands at once, and blocks on the queue only when it is empty.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import orjson
+import redis
+from django.conf import settings
+from django.db import close_old_connections
+
+from accounts.keycache import publish_all
+from exchange import clock
+from exchange.invariants import books_differences
+from exchange.matching import queue
+from exchange.matching.commit import write_batch
+from exchange.matching.publish import ROLE_RATES, Publisher
+from exchange.matching.worker import Batch, MatchingWorker
+from exchange.models import Account, JournalEntry
+from tradinggame.redis_clients import sync_client
+
+log = logging.getLogger(__name__)
+
+IDLE_WAIT_S = 0.5  # the longest block on an empty queue: the "deciding" mark is renewed this often
+RETRY_S = 0.5
+
+
+class MatchingLoop:
+    def __init__(self) -> None:
+        self.client: redis.Redis = sync_client(timeout_s=5)
+        self.take = self.client.register_script(queue.TAKE)
+        self.stop_requested = threading.Event()
+        self.worker = MatchingWorker()
+        self.publisher = Publisher(self.client, self.worker.epoch)
+        self.stored_accounts: set[int] = set()
+        self.started = threading.Event()
+
+    # --- start -----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        worker = MatchingWorker()
+        worker.load()
+        self.worker = worker
+        self.publisher = Publisher(self.client, worker.epoch)
+        self.stored_accounts = set(Account.objects.values_list("team_id", flat=True))
+        self.seed()
+        leftovers = self.client.lrange(queue.INFLIGHT, 0, -1)
+        if leftovers:
+            log.info("%d commands were in flight at the last stop; deciding those not yet decided", len(leftovers))
+            self.process(leftovers)
+        self.started.set()
+
+    def seed(self) -> None:
+        """Command ids continue after the journal's; keys and rate limits for the web processes."""
+        self.client.eval(queue.SEED, 1, queue.SEQ, self.worker.last_decided)
+        keys = publish_all(self.client)
+        rates = {role: p.orders_per_second for role, p in self.worker.policies.items()}
+        self.client.hset(ROLE_RATES, mapping=rates)  # type: ignore[arg-type]
+        self.mark()
+        log.info("queue seeded after command %d; %d keys in the directory", self.worker.last_decided, keys)
+
+    def mark(self) -> None:
+        if not self.client.eval(queue.MARK, 2, queue.DECIDED, queue.SEQ, queue.DECIDED_TTL_S):
+            log.warning("the command counter was gone (Redis lost its data); seeding it again")
+            self.seed()
+
+    # --- run -------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        while not self.stop_requested.is_set():
+            try:
+                if not self.started.is_set():
+                    self.start()
+                self.step()
+            except (redis.RedisError, OSError):
+                log.warning("Redis is unavailable to the matching worker; retrying", exc_info=True)
+                time.sleep(RETRY_S)
+            except Exception:
+                log.exception("the matching worker failed; rebuilding its state from the database")
+                self.started.clear()
+                close_old_connections()
+                time.sleep(RETRY_S)
+
+    def step(self) -> None:
+        size = settings.EXCHANGE_MATCHING_BATCH
+        items = self.take(keys=[queue.QUEUE, queue.INFLIGHT], args=[size])
+        if not items:
+            due = self.worker.next_market_due()
+            now = time.monotonic()
+            if due is not None and due <= now:
+                self.finish(self.worker.market_data_only(), inflight=False)
+                return
+            self.mark()
+            wait = IDLE_WAIT_S if due is None else max(0.001, min(IDLE_WAIT_S, due - now))
+            first = self.client.blmove(queue.QUEUE, queue.INFLIGHT, wait, "LEFT", "RIGHT")
+            if first is None:
+                return
+            items = [first, *self.take(keys=[queue.QUEUE, queue.INFLIGHT], args=[size - 1])]
+        self.process(items)
+
+    def process(self, items: list[bytes]) -> None:
+        commands = [queue.decode(item) for item in items]
+        try:
+            batch = self.worker.decide(commands)
+            write_batch(batch, self.worker.teams, self.worker.stored_positions, self.stored_accounts)
+        except Exception:
+            log.exception("a batch of %d commands failed; deciding them one at a time", len(commands))
+            self.one_at_a_time(commands)
+            return
+        self.finish(batch, inflight=True)
+
+    def finish(self, batch: Batch, inflight: bool) -> None:
+        self.publisher.send(batch, finished_inflight=inflight)
+        for reply_to in batch.books_check:
+            self.publisher.reply(reply_to, {"differences": books_differences(self.worker.engine.resting_orders())})
+
+    def one_at_a_time(self, commands: list[tuple[int, dict[str, Any]]]) -> None:
+        """After a failed batch: a fresh state from the database, then each command alone; one that
+        fails alone is journalled as refused so it cannot block the queue (its client gets 504)."""
+        for command_id, command in commands:
+            self.start_fresh()
+            try:
+                batch = self.worker.decide([(command_id, command)])
+                write_batch(batch, self.worker.teams, self.worker.stored_positions, self.stored_accounts)
+            except Exception:
+                log.exception("command %d failed on its own; set aside", command_id)
+                self.start_fresh()
+                JournalEntry.objects.create(
+                    id=command_id,
+                    kind=str(command.get("k"))[:16],
+                    team_id=command.get("t"),
+                    command=orjson.dumps(command).decode(),
+                    result=orjson.dumps({"error": "ENGINE_ERROR"}).decode(),
+                    decided_at=clock.now(),
+                )
+                self.worker.last_decided = command_id
+                continue
+            self.publisher.send(batch, finished_inflight=False)
+        self.client.delete(queue.INFLIGHT)
+
+    def start_fresh(self) -> None:
+        close_old_connections()
+        worker = MatchingWorker()
+        worker.load()
+        worker.epoch = self.worker.epoch  # same publisher numbering: consumers see no false gap
+        self.worker = worker
+        self.stored_accounts = set(Account.objects.values_list("team_id", flat=True))
+
+
+_loop: MatchingLoop | None = None
+_thread: threading.Thread | None = None
+
+
+def start_in_thread() -> MatchingLoop:
+    """Start this process's matching loop (once); the Celery worker calls it when ready."""
+    global _loop, _thread
+    if _loop is None:
+        _loop = MatchingLoop()
+        _thread = threading.Thread(target=_loop.run, name="matching", daemon=True)
+        _thread.start()
+    return _loop
+
+
+def stop(timeout_s: float = 10.0) -> None:
+    global _loop, _thread
+    if _loop is not None:
+        _loop.stop_requested.set()
+    if _thread is not None:
+        _thread.join(timeout_s)
+    _loop, _thread = None, None

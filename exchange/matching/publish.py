@@ -1,0 +1,77 @@
+"""After commit: the batch's frames, the replies the web processes wait for, and the queue's
+bookkeeping, in one Redis pipeline (one round trip per batch).
+
+Frames go to the channel layer's group channels as the pub/sub layer itself would publish them:
+one ``PUBLISH`` per team that has frames and one for the public tape, whatever the number of
+connections; each web process subscribed to a group hands the message to its connections.
+Every message carries the worker's ``epoch`` and a per-group ``group_seq`` so a consumer sees a
+lost message (exchange.delivery). Private frames go before public ones: a team hears of its own
+fill before the tape does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any
+
+import orjson
+import redis
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from exchange.matching import queue
+from exchange.matching.worker import Batch, Frame
+
+MARKET_GROUP = "market"
+ROLE_RATES = "itg:role-rates"
+REPLY_KEEP_S = 60
+
+
+def team_group(team_pk: int) -> str:
+    return f"team.{team_pk}"
+
+
+def group_channel(group: str) -> str:
+    """The Redis channel the pub/sub layer uses for a group (its ``_get_group_channel_name``)."""
+    return f"{settings.CHANNEL_LAYERS['default']['CONFIG'].get('prefix', 'asgi')}__group__{group}"
+
+
+class Publisher:
+    def __init__(self, client: redis.Redis, epoch: str) -> None:
+        self.client = client
+        self.epoch = epoch
+        self.layer = get_channel_layer()
+        self.numbers: dict[str, int] = defaultdict(int)
+        self.mark = client.register_script(queue.MARK)
+
+    def _message(self, kind: str, group: str, frames: list[Frame], sent_at: float) -> bytes:
+        self.numbers[group] += 1
+        message = {"type": kind, "epoch": self.epoch, "group_seq": self.numbers[group], "sent_at": sent_at, "frames": frames}
+        return self.layer.serialize(message)  # type: ignore[union-attr]
+
+    def send(self, batch: Batch, finished_inflight: bool) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        sent_at = time.time()
+        for team_pk, frames in batch.private.items():
+            group = team_group(team_pk)
+            pipe.publish(group_channel(group), self._message("team.messages", group, frames, sent_at))
+        if batch.public:
+            pipe.publish(group_channel(MARKET_GROUP), self._message("market.messages", MARKET_GROUP, batch.public, sent_at))
+        for web, verdicts in batch.verdicts.items():
+            pipe.publish(queue.VERDICTS + web, orjson.dumps(verdicts))
+        for reply_to, result in batch.replies:
+            pipe.rpush(queue.REPLY + reply_to, orjson.dumps(result))
+            pipe.expire(queue.REPLY + reply_to, REPLY_KEEP_S)
+        if batch.role_rates:
+            pipe.hset(ROLE_RATES, mapping=batch.role_rates)  # type: ignore[arg-type]
+        if finished_inflight:
+            pipe.delete(queue.INFLIGHT)
+        self.mark(keys=[queue.DECIDED, queue.SEQ], args=[queue.DECIDED_TTL_S], client=pipe)
+        pipe.execute()
+
+    def reply(self, reply_to: str, result: Any) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.rpush(queue.REPLY + reply_to, orjson.dumps(result))
+        pipe.expire(queue.REPLY + reply_to, REPLY_KEEP_S)
+        pipe.execute()

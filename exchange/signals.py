@@ -1,0 +1,23 @@
+"""Changes made outside the matching queue (the admin, registration) that the matching worker
+must see: each is queued to the worker once it commits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models.signals import post_save
+from django.dispatch import receiver
+
+from accounts.models import Team
+from exchange.models import Instrument
+from exchange.services.operator import instrument_refresh, team_refresh
+
+
+@receiver(post_save, sender=Team)
+def _team_saved(sender: type[Team], instance: Team, **kwargs: Any) -> None:
+    team_refresh(instance.pk)
+
+
+@receiver(post_save, sender=Instrument)
+def _instrument_saved(sender: type[Instrument], instance: Instrument, **kwargs: Any) -> None:
+    instrument_refresh(instance.symbol)

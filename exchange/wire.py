@@ -1,0 +1,341 @@
+"""Every REST reply and WebSocket frame of the order path, one typed shape each, built here.
+
+The shapes are ``TypedDict``s (plain dicts at run time: no cost on the hot path). Prices and
+money arrive as ``Decimal`` and leave as JSON numbers through ``prices.wire``, the only place a
+float appears.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Literal, Protocol, TypedDict
+
+from exchange.prices import wire
+
+AVERAGE_PLACES = Decimal("0.000001")
+
+
+class OrderLike(Protocol):
+    """What the builders read of an order (the worker's in-memory record or a model row)."""
+
+    pk: int
+    coid: str | None
+    symbol: str
+    side: str
+    order_type: str
+    time_in_force: str
+    price: Decimal | None
+    quantity: int
+    filled: int
+    remaining: int
+    cancelled: int
+    notional: Decimal
+    fees: Decimal
+    status: str
+    error_code: str | None
+    error_message: str | None
+    liquidity: str | None
+
+
+# --- REST replies ---------------------------------------------------------------------------------
+class OrderReply(TypedDict):
+    order_id: str | None
+    client_order_id: str | None
+    status: Literal["accepted", "rejected", "pending_new"]
+    timestamp: str
+    filled_quantity: int
+    average_price: float | None
+    fees: float
+    liquidity_type: str | None
+    error_code: str | None
+    error_message: str | None
+    details: dict[str, Any] | None
+    request_id: str | None
+
+
+class CancelReply(TypedDict):
+    order_id: str
+    client_order_id: str | None
+    status: Literal["cancelled", "rejected", "pending_cancel"]
+    cancelled_quantity: int
+    filled_quantity: int
+    error_code: str | None
+    error_message: str | None
+    timestamp: str
+
+
+class CancelAllReply(TypedDict):
+    results: list[CancelReply]
+
+
+# --- WebSocket frame data -------------------------------------------------------------------------
+class NewOrderAck(TypedDict):
+    order_id: str
+    client_order_id: str | None
+    instrument_id: str
+    side: str
+    quantity: int
+    order_type: str
+    price: float | None
+    time_in_force: str
+    status: Literal["new"]
+
+
+class NewOrderReject(TypedDict):
+    order_id: str
+    client_order_id: str | None
+    instrument_id: str
+    status: Literal["rejected"]
+    error_code: str
+    reason: str
+
+
+class ExecutionReport(TypedDict):
+    order_id: str
+    client_order_id: str | None
+    trade_id: str
+    instrument_id: str
+    side: str
+    executed_quantity: int
+    executed_price: float
+    remaining_quantity: int
+    order_status: Literal["partially_filled", "filled"]
+    liquidity_type: Literal["maker", "taker"]
+    fees: float
+    position: int
+
+
+class CancelAck(TypedDict):
+    order_id: str
+    client_order_id: str | None
+    status: Literal["cancelled"]
+    cancelled_quantity: int
+    reason: str
+
+
+class CancelReject(TypedDict):
+    order_id: str
+    client_order_id: str | None
+    status: Literal["cancel_rejected"]
+    error_code: str
+    reason: str
+
+
+class TradeFrame(TypedDict):
+    instrument_id: str
+    trade_id: str
+    price: float
+    quantity: int
+    aggressor_side: str | None
+
+
+class MarketData(TypedDict):
+    instrument_id: str
+    bid: float | None
+    bid_size: int
+    ask: float | None
+    ask_size: int
+    last: float | None
+    last_size: int | None
+    volume: int
+
+
+class EventFrame(TypedDict, total=False):
+    event_id: int
+    event_type: str
+    phase: str
+    previous_phase: str
+    scope: str
+    instrument_id: str | None
+    headline: str
+
+
+FRAME_SHAPES: dict[str, type] = {
+    "new_order_ack": NewOrderAck,
+    "new_order_reject": NewOrderReject,
+    "execution_report": ExecutionReport,
+    "cancel_ack": CancelAck,
+    "cancel_reject": CancelReject,
+    "trade": TradeFrame,
+    "market_data": MarketData,
+    "event": EventFrame,
+}
+
+
+def order_id(pk: int) -> str:
+    return f"ORD_{pk}"
+
+
+def trade_id(pk: int) -> str:
+    return f"TRD_{pk}"
+
+
+def average_price(order: OrderLike) -> float | None:
+    if not order.filled:
+        return None
+    return wire((order.notional / order.filled).quantize(AVERAGE_PLACES))
+
+
+def order_reply(order: OrderLike, timestamp: str, request_id: str | None, details: dict[str, Any] | None) -> OrderReply:
+    """The ``POST /orders`` reply for an order the worker decided (fills so far included)."""
+    rejected = order.status == "rejected"
+    return {
+        "order_id": order_id(order.pk),
+        "client_order_id": order.coid,
+        "status": "rejected" if rejected else "accepted",
+        "timestamp": timestamp,
+        "filled_quantity": order.filled,
+        "average_price": average_price(order),
+        "fees": wire(order.fees) or 0.0,
+        "liquidity_type": order.liquidity,
+        "error_code": order.error_code,
+        "error_message": order.error_message,
+        "details": details,
+        "request_id": request_id,
+    }
+
+
+def refused_order_reply(
+    timestamp: str,
+    code: str,
+    message: str,
+    *,
+    status: Literal["rejected", "pending_new"] = "rejected",
+    client_order_id: str | None = None,
+    request_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> OrderReply:
+    """A reply for a request that made no order (400, 413, 415, 429, 503, 504)."""
+    return {
+        "order_id": None,
+        "client_order_id": client_order_id,
+        "status": status,
+        "timestamp": timestamp,
+        "filled_quantity": 0,
+        "average_price": None,
+        "fees": 0.0,
+        "liquidity_type": None,
+        "error_code": code,
+        "error_message": message,
+        "details": details,
+        "request_id": request_id,
+    }
+
+
+def cancel_reply(
+    order_id_text: str,
+    timestamp: str,
+    status: Literal["cancelled", "rejected", "pending_cancel"],
+    *,
+    client_order_id: str | None = None,
+    cancelled_quantity: int = 0,
+    filled_quantity: int = 0,
+    error_code: str | None = None,
+    error_message: str | None = None,
+) -> CancelReply:
+    return {
+        "order_id": order_id_text,
+        "client_order_id": client_order_id,
+        "status": status,
+        "cancelled_quantity": cancelled_quantity,
+        "filled_quantity": filled_quantity,
+        "error_code": error_code,
+        "error_message": error_message,
+        "timestamp": timestamp,
+    }
+
+
+def new_order_ack(order: OrderLike) -> NewOrderAck:
+    return {
+        "order_id": order_id(order.pk),
+        "client_order_id": order.coid,
+        "instrument_id": order.symbol,
+        "side": order.side,
+        "quantity": order.quantity,
+        "order_type": order.order_type,
+        "price": wire(order.price),
+        "time_in_force": order.time_in_force,
+        "status": "new",
+    }
+
+
+def new_order_reject(order: OrderLike) -> NewOrderReject:
+    return {
+        "order_id": order_id(order.pk),
+        "client_order_id": order.coid,
+        "instrument_id": order.symbol,
+        "status": "rejected",
+        "error_code": order.error_code or "",
+        "reason": order.error_message or "",
+    }
+
+
+def execution_report(
+    order: OrderLike, trade: int, price: Decimal, quantity: int, liquidity: Literal["maker", "taker"], fee: Decimal, position: int
+) -> ExecutionReport:
+    return {
+        "order_id": order_id(order.pk),
+        "client_order_id": order.coid,
+        "trade_id": trade_id(trade),
+        "instrument_id": order.symbol,
+        "side": order.side,
+        "executed_quantity": quantity,
+        "executed_price": float(price),
+        "remaining_quantity": order.remaining,
+        "order_status": "filled" if order.remaining == 0 else "partially_filled",
+        "liquidity_type": liquidity,
+        "fees": float(fee),
+        "position": position,
+    }
+
+
+def cancel_ack(order: OrderLike, quantity: int, reason: str) -> CancelAck:
+    return {
+        "order_id": order_id(order.pk),
+        "client_order_id": order.coid,
+        "status": "cancelled",
+        "cancelled_quantity": quantity,
+        "reason": reason,
+    }
+
+
+def cancel_reject(order: OrderLike, code: str, reason: str) -> CancelReject:
+    return {
+        "order_id": order_id(order.pk),
+        "client_order_id": order.coid,
+        "status": "cancel_rejected",
+        "error_code": code,
+        "reason": reason,
+    }
+
+
+def trade_frame(symbol: str, trade: int, price: Decimal, quantity: int, aggressor: str | None) -> TradeFrame:
+    return {
+        "instrument_id": symbol,
+        "trade_id": trade_id(trade),
+        "price": float(price),
+        "quantity": quantity,
+        "aggressor_side": aggressor,
+    }
+
+
+def market_data(
+    symbol: str,
+    bid: Decimal | None,
+    bid_size: int,
+    ask: Decimal | None,
+    ask_size: int,
+    last: Decimal | None,
+    last_size: int | None,
+    volume: int,
+) -> MarketData:
+    return {
+        "instrument_id": symbol,
+        "bid": wire(bid),
+        "bid_size": bid_size,
+        "ask": wire(ask),
+        "ask_size": ask_size,
+        "last": wire(last),
+        "last_size": last_size,
+        "volume": volume,
+    }

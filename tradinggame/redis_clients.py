@@ -1,0 +1,42 @@
+"""The one place that builds Redis clients (settings.REDIS_URL): sync ones for the matching worker
+and commands, async ones per event loop for the web process."""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+
+import redis
+import redis.asyncio as aioredis
+from django.conf import settings
+
+_sync: dict[str, redis.Redis] = {}
+_async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = weakref.WeakKeyDictionary()
+
+
+def sync_client(timeout_s: float = 2.0) -> redis.Redis:
+    """A client shared by this process's threads (redis-py pools are thread safe)."""
+    key = f"{settings.REDIS_URL}|{timeout_s}"
+    client = _sync.get(key)
+    if client is None:
+        client = _sync[key] = redis.Redis.from_url(
+            settings.REDIS_URL, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, health_check_interval=30
+        )
+    return client
+
+
+def async_client() -> aioredis.Redis:
+    """The running event loop's client (asyncio connections belong to one loop)."""
+    loop = asyncio.get_running_loop()
+    client = _async.get(loop)
+    if client is None:
+        client = _async[loop] = aioredis.Redis.from_url(
+            settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2, max_connections=1000
+        )
+    return client
+
+
+def forget() -> None:
+    """Drop cached clients (tests that switch REDIS_URL)."""
+    _sync.clear()
+    _async.clear()
