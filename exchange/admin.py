@@ -25,7 +25,16 @@ from exchange.models import (
     Trade,
 )
 from exchange.selectors import game_state
-from exchange.services.operator import HaltChange, game_set_phase, halt, registration_set, resume
+from exchange.services.operator import (
+    ROLE_SETTINGS,
+    HaltChange,
+    OperatorError,
+    game_set_phase,
+    halt,
+    registration_set,
+    resume,
+    role_set,
+)
 
 AdminAction = Callable[[admin.ModelAdmin, HttpRequest, QuerySet[Any]], None]
 
@@ -101,6 +110,22 @@ class RolePolicyAdmin(admin.ModelAdmin):
         "maker_fee",
         "taker_fee",
     )
+    readonly_fields = ("role",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # one row per role, created with the defaults
+
+    def save_model(self, request: HttpRequest, obj: RolePolicy, form: Any, change: bool) -> None:
+        """The same path as ``manage.py set_role``: through the matching worker, into the audit log."""
+        values = {name: form.cleaned_data[name] for name in form.changed_data if name in ROLE_SETTINGS}
+        if not values:
+            return
+        try:
+            update = role_set(obj.role, f"admin ({request.user})", **values)
+        except OperatorError as error:
+            self.message_user(request, str(error), messages.ERROR)
+            return
+        report(self, request, update.summary())
 
 
 @admin.register(Instrument)

@@ -9,8 +9,8 @@ from django.db.models.signals import post_save
 from django.dispatch import receiver
 
 from accounts.models import Team
-from exchange.models import Instrument
-from exchange.services.operator import instrument_refresh, team_refresh
+from exchange.models import Game, Instrument, RolePolicy
+from exchange.services.operator import game_refresh, instrument_refresh, policies_refresh, team_refresh
 
 
 @receiver(post_save, sender=Team)
@@ -21,3 +21,13 @@ def _team_saved(sender: type[Team], instance: Team, **kwargs: Any) -> None:
 @receiver(post_save, sender=Instrument)
 def _instrument_saved(sender: type[Instrument], instance: Instrument, **kwargs: Any) -> None:
     instrument_refresh(instance.symbol)
+
+
+@receiver(post_save, sender=Game)
+def _game_saved(sender: type[Game], instance: Game, **kwargs: Any) -> None:
+    game_refresh()
+
+
+@receiver(post_save, sender=RolePolicy)
+def _policy_saved(sender: type[RolePolicy], instance: RolePolicy, **kwargs: Any) -> None:
+    policies_refresh()

@@ -47,7 +47,10 @@ def make_team(db: None) -> Callable[..., tuple[Team, str]]:
 
 @pytest.fixture
 def no_rate_limit(db: None) -> None:
-    """Lift every role's order rate limit (0 means none) for tests that send in bursts."""
+    """Lift every role's order rate limit (0 means none) for tests that send in bursts.
+
+    Set in the database before the worker starts (it reads the policies at start); a test whose
+    worker is already running uses ``manage.py set_role`` instead."""
     from exchange.models import RolePolicy
     from exchange.policies import role_policies
 
@@ -78,18 +81,39 @@ def instruments(db: None) -> list[str]:
     return symbols
 
 
+def reset_matching_queue() -> None:
+    """Forget the matching queue's keys: a test's database starts empty, so must its queue."""
+    from accounts.keycache import DIRECTORY
+    from exchange.matching import queue
+    from exchange.matching.publish import ROLE_RATES
+    from tradinggame.redis_clients import sync_client
+
+    sync_client().delete(queue.QUEUE, queue.INFLIGHT, queue.SEQ, queue.DECIDED, DIRECTORY, ROLE_RATES)
+
+
 @pytest.fixture
 def celery_worker(transactional_db: None) -> object:
-    """A real Celery worker serving the matching queue in this process (solo pool, own thread)."""
+    """A real Celery worker serving the matching queue in this process (solo pool, own thread);
+    when ready it starts the matching loop, which this fixture waits for and stops at the end."""
     from celery.contrib.testing.worker import start_worker
 
-    from exchange.services import matching
+    from exchange.matching import loop
     from tradinggame.celery import app
 
-    matching.matching_worker_stop()  # the database was flushed: no books or caches from an earlier test
+    loop.stop()
+    reset_matching_queue()
     with start_worker(app, pool="solo", concurrency=1, queues=["matching"], perform_ping_check=False, shutdown_timeout=10):
-        yield
-    matching.matching_worker_stop()
+        running = loop.start_in_thread()
+        assert running.started.wait(15), "the matching loop did not start"
+        yield running
+        loop.stop()
+    reset_matching_queue()
+
+
+@pytest.fixture
+def matching(celery_worker: object) -> object:
+    """The matching worker running (an alias that reads better in order-path tests)."""
+    return celery_worker
 
 
 @pytest.fixture

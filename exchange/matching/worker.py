@@ -561,6 +561,26 @@ class MatchingWorker:
             self.instruments[row.symbol] = fresh
         return self._reply(batch, c, {"known": row is not None})
 
+    def _do_game(self, batch: Batch, command_id: int, c: dict[str, Any]) -> str:
+        """The game row was edited outside the queue (the admin): take its phase and halt."""
+        game = Game.objects.filter(pk=1).values_list("phase", "trading_halted").first()
+        if game is None:
+            return self._reply(batch, c, {"known": False})
+        phase, halted = game
+        self.game.halted = halted
+        if phase != self.game.phase:
+            previous, self.game.phase = self.game.phase, phase
+            data = {"event_type": "phase_change", "phase": phase, "previous_phase": previous}
+            batch.public.append(frame("event", batch.stamp, data))
+            self._apply(batch, self.engine.set_phase(Phase(phase)))
+        return self._reply(batch, c, {"known": True})
+
+    def _do_policies(self, batch: Batch, command_id: int, c: dict[str, Any]) -> str:
+        """Role policies were edited outside the queue: read them all again."""
+        self.policies = {role: _policy(p) for role, p in role_policies().items()}
+        batch.role_rates.update({role: p.orders_per_second for role, p in self.policies.items()})
+        return self._reply(batch, c, {"roles": len(self.policies)})
+
     def _do_frames(self, batch: Batch, command_id: int, c: dict[str, Any]) -> str:
         """Frames from operators and the market simulation (underlying, signal, news), published
         in queue order like every other frame."""

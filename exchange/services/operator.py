@@ -249,6 +249,14 @@ def instrument_refresh(symbol: str) -> None:
     transaction.on_commit(lambda: _notify("instrument", symbol=symbol))
 
 
+def game_refresh() -> None:
+    transaction.on_commit(lambda: _notify("game"))
+
+
+def policies_refresh() -> None:
+    transaction.on_commit(lambda: _notify("policies"))
+
+
 def _notify(kind: str, **arguments: Any) -> None:
     # Queued, not awaited: whatever the team sends after this is queued behind it. When the
     # worker is down it reads the row at its start anyway.
