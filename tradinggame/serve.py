@@ -53,7 +53,7 @@ def main() -> None:
         port=args.port,
         log_config=log_config(os.environ.get("LOG_LEVEL", "INFO")),
         access_log=args.access_log,
-        ws_max_size=64 * 1024,
+        ws_max_size=1024 * 1024,  # larger frames are closed with 1009; up to it, the consumer answers
         timeout_graceful_shutdown=3,
         lifespan="off",
         workers=args.workers,
