@@ -8,7 +8,10 @@ use the Redis server's clock, so web processes on different machines agree on "e
 
 from __future__ import annotations
 
-from typing import Any
+from django.conf import settings
+from redis.asyncio import Redis
+
+from tradinggame.redis_clients import async_client
 
 # KEYS[1] the team's set; ARGV: connection name, limit, ttl seconds. Returns 1 if the slot is held.
 _CLAIM = """
@@ -33,31 +36,34 @@ return 1 - added
 """
 
 
-def redis_for(layer: Any, name: str) -> Any:
-    """The channel layer's Redis connection (for the running event loop) that holds ``name``."""
-    return layer.connection(layer.consistent_hash(name))
+def key_prefix() -> str:
+    """The channel layer's prefix: instances sharing one Redis keep their registries apart by it."""
+    return str(settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("prefix", "itg"))
 
 
 class ConnectionRegistry:
     """Claims, refreshes and releases one team's connection slots."""
 
-    def __init__(self, layer: Any, team_pk: int, limit: int, ttl_s: float) -> None:
-        self.layer = layer
-        self.key = f"{layer.prefix}:ws:connections:team.{team_pk}"
+    def __init__(self, team_pk: int, limit: int, ttl_s: float) -> None:
+        self.key = f"{key_prefix()}:ws:connections:team.{team_pk}"
         self.limit = limit
         self.ttl_s = ttl_s
 
+    @property
+    def redis(self) -> Redis:
+        """The running event loop's client (asyncio connections belong to one loop)."""
+        return async_client()
+
     async def claim(self, connection: str) -> bool:
-        redis = redis_for(self.layer, self.key)
-        return bool(await redis.eval(_CLAIM, 1, self.key, connection, self.limit, self.ttl_s))
+        return bool(await self.redis.eval(_CLAIM, 1, self.key, connection, self.limit, self.ttl_s))
 
     async def refresh(self, connection: str) -> bool:
         """Push the entry's expiry forward; False if it had vanished (and is now back)."""
-        return bool(await redis_for(self.layer, self.key).eval(_REFRESH, 1, self.key, connection, self.ttl_s))
+        return bool(await self.redis.eval(_REFRESH, 1, self.key, connection, self.ttl_s))
 
     async def release(self, connection: str) -> None:
-        await redis_for(self.layer, self.key).zrem(self.key, connection)
+        await self.redis.zrem(self.key, connection)
 
     async def count(self) -> int:
         """Live entries (for tests and operators; expired ones may still be counted until the next claim)."""
-        return int(await redis_for(self.layer, self.key).zcard(self.key))
+        return int(await self.redis.zcard(self.key))

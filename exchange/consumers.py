@@ -1,10 +1,9 @@
-"""The ``/ws`` consumer: authenticate, hold a team connection slot, number and forward frames.
+"""The ``/ws`` consumer: authenticate, hold a team connection slot, join the groups, send the
+snapshot, and hand the layer's frames to the socket.
 
-It never writes to the database. Every frame carries ``seq``, rising by one per frame on this
-connection; the first is always the team's ``position_snapshot``. Frames never skip a number: when
-this connection cannot be given everything (the channel layer dropped a message, or the client
-does not read fast enough), it is closed with 4008 ``slow consumer`` and the client resyncs from
-the snapshot of its next connection and the REST queries.
+It never writes to the database. The rules for what is sent (group order, subscription, backlog,
+``seq``, lag) live in ``exchange.delivery``; this module only connects them to Channels and the
+socket. The first frame is always the team's ``position_snapshot``.
 
 One task per connection writes to the socket, so a client that stops reading stalls only its own
 writer; the layer handlers only queue frames and never wait on the socket.
@@ -14,10 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import socket
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,8 +29,19 @@ from accounts.middleware import watch_key
 from accounts.models import Team
 from exchange import clock
 from exchange.connections import ConnectionRegistry
-from exchange.publisher import MARKET_GROUP, team_group
+from exchange.delivery import (
+    MARKET_GROUP,
+    SLOW_CONSUMER,
+    ClientError,
+    Close,
+    ConnectionDelivery,
+    Ping,
+    Subscribe,
+    read_client_frame,
+    team_group,
+)
 from exchange.selectors import position_snapshot
+from exchange.sockets import reset_connection, server_transport
 from tradinggame.redis_breaker import redis_on_request_path
 
 log = logging.getLogger(__name__)
@@ -43,16 +50,6 @@ POLICY_VIOLATION = 1008
 INTERNAL_ERROR = 1011
 TRY_AGAIN_LATER = 1013
 JOIN_TIMEOUT_S = 2.0
-SLOW_CONSUMER = 4008
-GROUP_REFRESH_S = 3600.0  # channels_redis forgets group members after a day without group_add
-
-
-@dataclass(frozen=True, slots=True)
-class Frame:
-    type: str
-    data: dict[str, Any]
-    timestamp: str | None = None
-    sent_at: float | None = None  # when the publisher sent it (epoch seconds); None: made here
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +57,7 @@ class Limits:
     send_timeout_s: float
     max_lag_s: float
     close_timeout_s: float
-    gap_grace_s: float
     max_backlog: int
-    market_data_interval_s: float
     max_connections: int
     registry_ttl_s: float
 
@@ -72,138 +67,27 @@ class Limits:
             send_timeout_s=float(getattr(settings, "EXCHANGE_WS_SEND_TIMEOUT_S", 5.0)),
             max_lag_s=float(getattr(settings, "EXCHANGE_WS_MAX_LAG_S", 10.0)),
             close_timeout_s=float(getattr(settings, "EXCHANGE_WS_CLOSE_TIMEOUT_S", 5.0)),
-            gap_grace_s=float(getattr(settings, "EXCHANGE_WS_GAP_GRACE_S", 2.0)),
-            max_backlog=int(getattr(settings, "EXCHANGE_WS_MAX_BACKLOG", 10_000)),
-            market_data_interval_s=float(getattr(settings, "EXCHANGE_WS_MARKET_DATA_INTERVAL_S", 0.1)),
+            max_backlog=int(getattr(settings, "EXCHANGE_WS_MAX_BACKLOG", 1000)),
             max_connections=int(getattr(settings, "EXCHANGE_MAX_CONNECTIONS_PER_TEAM", 5)),
             registry_ttl_s=float(getattr(settings, "EXCHANGE_WS_REGISTRY_TTL_S", 30.0)),
         )
 
 
-class GroupOrder:
-    """Puts one group's layer messages back in ``group_seq`` order and notices missing ones.
-
-    The first number seen is the baseline. Two publishers may take numbers n and n+1 and reach the
-    layer in the opposite order, so a message ahead of a gap is held for ``grace_s``; if no missing
-    message turns up in that time, one was lost and ``on_lost`` is called.
-    """
-
-    def __init__(self, grace_s: float, deliver: Callable[[dict[str, Any]], None], on_lost: Callable[[], None]) -> None:
-        self.grace_s = grace_s
-        self.deliver = deliver
-        self.on_lost = on_lost
-        self.last: int | None = None
-        self.held: dict[int, dict[str, Any]] = {}
-        self.timer: asyncio.TimerHandle | None = None
-
-    def receive(self, message: dict[str, Any]) -> None:
-        number = message.get("group_seq")
-        if number is None or self.last is None or number <= self.last:
-            # Unnumbered, the baseline, or taken before the baseline but delivered after it.
-            if number is not None and (self.last is None or number > self.last):
-                self.last = number
-            self.deliver(message)
-            return
-        self.held[number] = message
-        progressed = self.last + 1 in self.held
-        while self.last + 1 in self.held:
-            self.last += 1
-            self.deliver(self.held.pop(self.last))
-        if progressed or not self.held:
-            self.cancel()
-        if self.held and self.timer is None:
-            self.timer = asyncio.get_running_loop().call_later(self.grace_s, self._expired)
-
-    def _expired(self) -> None:
-        self.timer = None
-        if self.held:
-            self.held.clear()
-            self.on_lost()
-
-    def cancel(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-
-class MarketDataConflator:
-    """At most one ``market_data`` frame per instrument per interval; the newest state wins.
-
-    The first update after a quiet interval goes out at once; updates inside the interval replace
-    one pending frame, which goes out when the interval ends.
-    """
-
-    def __init__(self, interval_s: float, emit: Callable[[Frame], None]) -> None:
-        self.interval_s = interval_s
-        self.emit = emit
-        self.last_emit: dict[str, float] = {}
-        self.pending: dict[str, Frame] = {}
-        self.timers: dict[str, asyncio.TimerHandle] = {}
-
-    def offer(self, instrument: str, frame: Frame) -> None:
-        if instrument in self.pending:
-            self.pending[instrument] = frame
-            return
-        loop = asyncio.get_running_loop()
-        due = self.last_emit.get(instrument, float("-inf")) + self.interval_s
-        if loop.time() >= due:
-            self.last_emit[instrument] = loop.time()
-            self.emit(frame)
-            return
-        self.pending[instrument] = frame
-        self.timers[instrument] = loop.call_at(due, self._flush, instrument)
-
-    def _flush(self, instrument: str) -> None:
-        self.timers.pop(instrument, None)
-        frame = self.pending.pop(instrument, None)
-        if frame is not None:
-            self.last_emit[instrument] = asyncio.get_running_loop().time()
-            self.emit(frame)
-
-    def cancel(self) -> None:
-        for timer in self.timers.values():
-            timer.cancel()
-        self.timers.clear()
-        self.pending.clear()
-
-
-def server_transport(send: Any) -> Any:
-    """The ASGI server's transport behind ``send``, where the server exposes it (uvicorn does).
-
-    ASGI has no way to drop a connection whose peer stopped reading: the close frame queues
-    behind the full write buffer and a graceful close waits for that buffer to drain, forever if
-    the peer keeps its TCP window shut. Reaching the transport is the only way to reset it.
-    (uvloop's transports are not ``asyncio.Transport`` subclasses, hence the duck typing.)
-    """
-    transport = getattr(getattr(send, "__self__", None), "transport", None)
-    return transport if callable(getattr(transport, "abort", None)) else None
-
-
-def reset_connection(transport: Any) -> None:
-    """Abort with a TCP reset, so the kernel frees the unread bytes too (a no-op once closed)."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError, ValueError):  # ValueError: uvloop, socket already closed
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
+def now_iso() -> str:
+    return clock.iso(clock.now())
 
 
 class TeamConsumer(AsyncWebsocketConsumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.seq = 0
+        self.limits = Limits.from_settings()
         self.team: Team | None = None
         self.private_group = ""
         self.groups_joined: tuple[str, ...] = ()
-        self.instruments: set[str] | None = None  # None: all public market data
-        self.limits = Limits.from_settings()
         self.registry: ConnectionRegistry | None = None
-        self.outgoing: asyncio.Queue[Frame | None] = asyncio.Queue()
-        self.group_order: dict[str, GroupOrder] = {}
-        self.conflator = MarketDataConflator(self.limits.market_data_interval_s, self.queue_public)
+        self.ready = asyncio.Event()
+        self.delivery: ConnectionDelivery | None = None  # set once the connection is admitted
         self.tasks: list[asyncio.Task[None]] = []
-        self.closing = False
-        self.close_with = (SLOW_CONSUMER, "slow consumer")
         self.unwatch_key: Callable[[], None] | None = None
 
     # --- connection lifecycle -------------------------------------------------------------------
@@ -211,12 +95,14 @@ class TeamConsumer(AsyncWebsocketConsumer):
         team = self.scope.get("team")
         await self.accept()
         if team is None:
-            await self.close(code=POLICY_VIOLATION, reason=self.scope.get("auth_refusal") or "invalid or missing API key")
+            await self.close(
+                code=POLICY_VIOLATION, reason=self.scope.get("auth_refusal") or "invalid or missing API key"
+            )
             return
         if not team.active:
             await self.close(code=POLICY_VIOLATION, reason="team disabled")
             return
-        registry = ConnectionRegistry(self.channel_layer, team.pk, self.limits.max_connections, self.limits.registry_ttl_s)
+        registry = ConnectionRegistry(team.pk, self.limits.max_connections, self.limits.registry_ttl_s)
         try:
             if not redis_on_request_path.allows():
                 raise RedisError("Redis failed a moment ago")
@@ -233,15 +119,20 @@ class TeamConsumer(AsyncWebsocketConsumer):
             await self.close(code=POLICY_VIOLATION, reason="too many connections")
             return
         # Joined before the snapshot is read, so nothing that happens after it can be missed.
+        # Layer messages that come meanwhile wait in the layer until connect returns: seq 1 is this.
+        delivery = ConnectionDelivery(self.limits.max_backlog, self.limits.max_lag_s, self.ready.set)
         try:
             snapshot = await database_sync_to_async(position_snapshot)(team)
+            delivery.local_frame("position_snapshot", snapshot, now_iso())
         except BaseException:  # no disconnect handler runs after a failed connect
             await self.leave()
             raise
-        self.queue_frame(Frame("position_snapshot", snapshot))
-        self.tasks = [asyncio.create_task(self.write_frames()), asyncio.create_task(self.keep_alive())]
+        self.delivery = delivery
+        self.tasks = [asyncio.create_task(self.write_frames(delivery)), asyncio.create_task(self.keep_alive())]
         if self.scope.get("api_key_digest"):  # a revoked key or a disabled team: 1008 within seconds
-            self.unwatch_key = watch_key(self.scope["api_key_digest"], lambda reason: self.fail_slow(POLICY_VIOLATION, reason))
+            self.unwatch_key = watch_key(
+                self.scope["api_key_digest"], lambda reason: delivery.fail(Close(POLICY_VIOLATION, reason))
+            )
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Channels' loop, plus an orderly end when the channel layer's Redis goes away: the
@@ -253,7 +144,9 @@ class TeamConsumer(AsyncWebsocketConsumer):
             log.warning("channel layer lost for %s: %s", getattr(self, "channel_name", "?"), exc)
             await self.disconnect(TRY_AGAIN_LATER)
             with contextlib.suppress(Exception):
-                await send({"type": "websocket.close", "code": TRY_AGAIN_LATER, "reason": "service unavailable, try again"})
+                await send(
+                    {"type": "websocket.close", "code": TRY_AGAIN_LATER, "reason": "service unavailable, try again"}
+                )
 
     async def join(self, team: Team, registry: ConnectionRegistry) -> bool:
         """Claim a connection slot and join the team's and the market's groups."""
@@ -263,7 +156,6 @@ class TeamConsumer(AsyncWebsocketConsumer):
         self.private_group = team_group(team.pk)
         self.groups_joined = (self.private_group, MARKET_GROUP)
         for group in self.groups_joined:
-            self.group_order[group] = GroupOrder(self.limits.gap_grace_s, self.deliver, self.fail_slow)
             await self.channel_layer.group_add(group, self.channel_name)
         return True
 
@@ -279,9 +171,6 @@ class TeamConsumer(AsyncWebsocketConsumer):
         unwatch_key, self.unwatch_key = self.unwatch_key, None
         if unwatch_key is not None:
             unwatch_key()
-        for order in self.group_order.values():
-            order.cancel()
-        self.conflator.cancel()
         try:
             for group in groups:
                 await self.channel_layer.group_discard(group, self.channel_name)
@@ -291,24 +180,19 @@ class TeamConsumer(AsyncWebsocketConsumer):
             log.warning("could not leave the groups of %s cleanly", self.channel_name, exc_info=True)
 
     async def keep_alive(self) -> None:
-        """Refresh the registry entry (and, rarely, group membership) while the connection lives.
+        """Refresh the registry entry while the connection lives.
 
         An entry found missing means Redis lost its data (a restart) or this process stalled for a
         whole TTL: either way group messages may have been lost unseen, so the client must resync.
         """
-        loop = asyncio.get_running_loop()
-        groups_refreshed = loop.time()
         while True:
             await asyncio.sleep(self.limits.registry_ttl_s / 3)
             try:
                 if self.registry is not None and not await self.registry.refresh(self.channel_name):
                     log.warning("connection %s had lost its registration; closing it", self.channel_name)
-                    self.fail_slow()
+                    if self.delivery is not None:
+                        self.delivery.fail(SLOW_CONSUMER)
                     return
-                if loop.time() - groups_refreshed > GROUP_REFRESH_S:
-                    for group in self.groups_joined:
-                        await self.channel_layer.group_add(group, self.channel_name)
-                    groups_refreshed = loop.time()
             except Exception:
                 log.warning("could not refresh connection %s", self.channel_name, exc_info=True)
 
@@ -321,116 +205,71 @@ class TeamConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     # --- writing ----------------------------------------------------------------------------------
-    def queue_frame(self, frame: Frame) -> None:
-        if self.closing:
-            return
-        if self.outgoing.qsize() >= self.limits.max_backlog:
-            self.fail_slow()
-            return
-        self.outgoing.put_nowait(frame)
-
-    def fail_slow(self, code: int = SLOW_CONSUMER, reason: str = "slow consumer") -> None:
-        """Close with 4008 (or the code given) once the frames already handed to the socket are
-        out; send nothing more."""
-        if self.closing:
-            return
-        self.closing = True
-        self.close_with = (code, reason)
-        while not self.outgoing.empty():
-            self.outgoing.get_nowait()
-        self.outgoing.put_nowait(None)
-
-    async def write_frames(self) -> None:
+    async def write_frames(self, delivery: ConnectionDelivery) -> None:
+        """Send frames as they come until the delivery rules end the connection."""
         try:
-            while (frame := await self.outgoing.get()) is not None:
-                if frame.sent_at is not None and time.time() - frame.sent_at > self.limits.max_lag_s:
-                    break
-                self.seq += 1
-                text = json.dumps(
-                    {"seq": self.seq, "type": frame.type, "timestamp": frame.timestamp or clock.iso(clock.now()), "data": frame.data},
-                    separators=(",", ":"),
-                )
+            while True:
+                text = delivery.next_text(time.time())
+                if text is None:
+                    if delivery.close is not None:
+                        break
+                    self.ready.clear()
+                    await self.ready.wait()
+                    continue
                 try:
                     async with asyncio.timeout(self.limits.send_timeout_s):
                         await self.send(text_data=text)
                 except TimeoutError:
+                    delivery.fail(SLOW_CONSUMER)
                     break
-            await self.close_slow()
+            await self.close_slow(delivery.close or SLOW_CONSUMER)
         except OSError:  # the client went away; the disconnect handler cleans up
             pass
         except Exception:  # a writer that died quietly would leave a connection that hears nothing
             log.exception("writing to %s failed", self.channel_name)
-            self.closing = True
+            delivery.fail(Close(INTERNAL_ERROR, "internal error"))
             with contextlib.suppress(Exception):
+                await self.leave()
                 await self.close(code=INTERNAL_ERROR, reason="internal error")
 
-    async def close_slow(self) -> None:
-        self.closing = True
+    async def close_slow(self, close: Close) -> None:
+        """Close once the frames already handed to the socket are out; reset a peer that does
+        not read them within the close timeout."""
         await self.leave()
         transport = server_transport(self.base_send)
         if transport is not None:
-            # A client that reads again within the timeout still gets every frame and the 4008.
+            # A client that reads again within the timeout still gets every frame and the close.
             asyncio.get_running_loop().call_later(self.limits.close_timeout_s, reset_connection, transport)
         try:
             async with asyncio.timeout(self.limits.close_timeout_s):
-                await self.close(code=self.close_with[0], reason=self.close_with[1])
+                await self.close(code=close.code, reason=close.reason)
         except TimeoutError:
             if transport is not None:
                 reset_connection(transport)
 
     # --- client frames ----------------------------------------------------------------------------
+    async def websocket_receive(self, message: dict[str, Any]) -> None:
+        # Channels' own version raises on a frame that has neither text nor bytes.
+        await self.receive(text_data=message.get("text"), bytes_data=message.get("bytes"))
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        try:
-            message = json.loads(text_data if text_data is not None else (bytes_data or b""))
-        except ValueError:
-            self.queue_frame(Frame("error", {"code": "INVALID_JSON", "message": "frames must be JSON objects"}))
+        delivery = self.delivery
+        if delivery is None:  # refused or closing before it was admitted
             return
-        action = message.get("action") if isinstance(message, dict) else None
-        if action == "ping":
-            self.queue_frame(Frame("pong", {}))
-        elif action == "subscribe" and isinstance(message.get("instruments"), list):
-            instruments = message["instruments"]
-            self.instruments = {str(i) for i in instruments} if instruments else None
-            self.queue_frame(Frame("subscribed", {"instruments": sorted(self.instruments or [])}))
-        else:
-            self.queue_frame(
-                Frame(
-                    "error",
-                    {"code": "UNKNOWN_ACTION", "message": "send {'action': 'ping'} or {'action': 'subscribe', 'instruments': [...]}"},
-                )
-            )
+        frame = read_client_frame(text_data, bytes_data)
+        if isinstance(frame, Ping):
+            delivery.local_frame("pong", {}, now_iso())
+        elif isinstance(frame, Subscribe):
+            delivery.subscribe(frame.instruments)
+            delivery.local_frame("subscribed", {"instruments": sorted(frame.instruments or ())}, now_iso())
+        elif isinstance(frame, ClientError):
+            delivery.local_frame("error", {"code": frame.code, "message": frame.message}, now_iso())
 
     # --- channel-layer messages -------------------------------------------------------------------
-    async def team_messages(self, event: dict[str, Any]) -> None:
-        self.receive_group(self.private_group, event)
+    async def team_messages(self, message: dict[str, Any]) -> None:
+        if self.delivery is not None:
+            self.delivery.group_message(self.private_group, message, public=False)
 
-    async def market_messages(self, event: dict[str, Any]) -> None:
-        self.receive_group(MARKET_GROUP, event)
-
-    def receive_group(self, group: str, event: dict[str, Any]) -> None:
-        order = self.group_order.get(group)
-        if order is not None and not self.closing:
-            order.receive(event)
-
-    def deliver(self, event: dict[str, Any]) -> None:
-        """One layer message, in group order: private frames as they are, public ones filtered."""
-        sent_at = event.get("sent_at")
-        public = event["type"] == "market.messages"
-        for message in event["messages"]:
-            frame = Frame(message["type"], message["data"], message["timestamp"], sent_at)
-            if not public:
-                self.queue_frame(frame)
-            elif frame.type == "market_data" and frame.data.get("instrument_id") is not None:
-                if self.wants(frame):
-                    self.conflator.offer(frame.data["instrument_id"], frame)
-            else:
-                self.queue_public(frame)
-
-    def queue_public(self, frame: Frame) -> None:
-        if self.wants(frame):
-            self.queue_frame(frame)
-
-    def wants(self, frame: Frame) -> bool:
-        """``subscribe`` narrows instrument frames; events and untagged frames reach everyone."""
-        instrument = frame.data.get("instrument_id")
-        return self.instruments is None or frame.type == "event" or instrument is None or instrument in self.instruments
+    async def market_messages(self, message: dict[str, Any]) -> None:
+        if self.delivery is not None:
+            self.delivery.group_message(MARKET_GROUP, message, public=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlparse
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -115,7 +116,9 @@ CHANNEL_LAYERS = {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         "CONFIG": {
             "hosts": [{"address": REDIS_URL, "socket_connect_timeout": 5}],
-            "prefix": os.environ.get("ITG_CHANNEL_PREFIX", "itg"),
+            # Pub/sub channels are shared by every database of a Redis server: the prefix names
+            # the database, so two exchanges on one server (or two test runs) never hear each other.
+            "prefix": os.environ.get("ITG_CHANNEL_PREFIX") or f"itg{urlparse(REDIS_URL).path.strip('/') or '0'}",
         },
     }
 }
@@ -172,9 +175,7 @@ EXCHANGE_MAX_CONNECTIONS_PER_TEAM = int(os.environ.get("EXCHANGE_MAX_CONNECTIONS
 EXCHANGE_WS_SEND_TIMEOUT_S = float(os.environ.get("EXCHANGE_WS_SEND_TIMEOUT_S", "5"))
 EXCHANGE_WS_MAX_LAG_S = float(os.environ.get("EXCHANGE_WS_MAX_LAG_S", "10"))
 EXCHANGE_WS_CLOSE_TIMEOUT_S = float(os.environ.get("EXCHANGE_WS_CLOSE_TIMEOUT_S", "5"))
-EXCHANGE_WS_GAP_GRACE_S = float(os.environ.get("EXCHANGE_WS_GAP_GRACE_S", "2"))
 EXCHANGE_WS_MAX_BACKLOG = int(os.environ.get("EXCHANGE_WS_MAX_BACKLOG", "1000"))  # frames queued on one connection
-EXCHANGE_WS_MARKET_DATA_INTERVAL_S = float(os.environ.get("EXCHANGE_WS_MARKET_DATA_INTERVAL_S", "0.1"))
 EXCHANGE_WS_REGISTRY_TTL_S = float(os.environ.get("EXCHANGE_WS_REGISTRY_TTL_S", "30"))
 EXCHANGE_MATCHING_BATCH = int(os.environ.get("EXCHANGE_MATCHING_BATCH", "500"))
 # The order path (ARCHITECTURE.md, "Order path"): how long a request waits for the worker's

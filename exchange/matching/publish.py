@@ -20,21 +20,16 @@ import redis
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from exchange.delivery import MARKET_GROUP, MARKET_MESSAGES, TEAM_MESSAGES, group_channel, team_group
 from exchange.matching import queue
 from exchange.matching.worker import Batch, Frame
 
-MARKET_GROUP = "market"
 ROLE_RATES = "itg:role-rates"
 REPLY_KEEP_S = 60
 
 
-def team_group(team_pk: int) -> str:
-    return f"team.{team_pk}"
-
-
-def group_channel(group: str) -> str:
-    """The Redis channel the pub/sub layer uses for a group (its ``_get_group_channel_name``)."""
-    return f"{settings.CHANNEL_LAYERS['default']['CONFIG'].get('prefix', 'asgi')}__group__{group}"
+def layer_channel(group: str) -> str:
+    return group_channel(settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"], group)
 
 
 class Publisher:
@@ -47,7 +42,13 @@ class Publisher:
 
     def _message(self, kind: str, group: str, frames: list[Frame], sent_at: float) -> bytes:
         self.numbers[group] += 1
-        message = {"type": kind, "epoch": self.epoch, "group_seq": self.numbers[group], "sent_at": sent_at, "frames": frames}
+        message = {
+            "type": kind,
+            "epoch": self.epoch,
+            "group_seq": self.numbers[group],
+            "sent_at": sent_at,
+            "frames": frames,
+        }
         return self.layer.serialize(message)  # type: ignore[union-attr]
 
     def send(self, batch: Batch, finished_inflight: bool) -> None:
@@ -55,9 +56,11 @@ class Publisher:
         sent_at = time.time()
         for team_pk, frames in batch.private.items():
             group = team_group(team_pk)
-            pipe.publish(group_channel(group), self._message("team.messages", group, frames, sent_at))
+            pipe.publish(layer_channel(group), self._message(TEAM_MESSAGES, group, frames, sent_at))
         if batch.public:
-            pipe.publish(group_channel(MARKET_GROUP), self._message("market.messages", MARKET_GROUP, batch.public, sent_at))
+            pipe.publish(
+                layer_channel(MARKET_GROUP), self._message(MARKET_MESSAGES, MARKET_GROUP, batch.public, sent_at)
+            )
         for web, verdicts in batch.verdicts.items():
             pipe.publish(queue.VERDICTS + web, orjson.dumps(verdicts))
         for reply_to, result in batch.replies:

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
+
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
+from rest_framework.test import APIClient
 
+from accounts.models import Team
+from exchange.matching.publish import Publisher
+from exchange.matching.worker import Batch, frame
 from exchange.models import Position
-from exchange.publisher import Outbox
 from tradinggame.asgi import application
+from tradinggame.redis_breaker import redis_on_request_path
+from tradinggame.redis_clients import sync_client
+
+MakeTeam = Callable[..., tuple[Team, str]]
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,13 +32,19 @@ async def connect(key: str | None) -> WebsocketCommunicator:
 
 
 @pytest.mark.parametrize("key", [None, "itg_wrong", "garbage"])
-async def test_bad_key_is_accepted_then_closed_1008(key) -> None:
+async def test_bad_key_is_accepted_then_closed_1008(key: str | None) -> None:
     communicator = await connect(key)
     closed = await communicator.receive_output(timeout=5)
     assert closed == {"type": "websocket.close", "code": 1008, "reason": "invalid or missing API key"}
 
 
-async def test_first_frame_is_the_position_snapshot(make_team, instruments, api, order_body) -> None:
+async def test_first_frame_is_the_position_snapshot(
+    matching: object,
+    make_team: MakeTeam,
+    instruments: list[str],
+    api: Callable[[str | None], APIClient],
+    order_body: Callable[..., dict[str, object]],
+) -> None:
     team, key = await sync_to_async(make_team)()
     await sync_to_async(Position.objects.create)(team=team, instrument_id="SPX_4500_CALL", quantity=-3)
     reply = await sync_to_async(lambda: api(key).post("/orders", order_body(client_order_id="c1"), format="json"))()
@@ -43,7 +59,7 @@ async def test_first_frame_is_the_position_snapshot(make_team, instruments, api,
     await communicator.disconnect()
 
 
-async def test_ping_subscribe_and_unknown_frames(make_team) -> None:
+async def test_ping_subscribe_and_unknown_frames(make_team: MakeTeam) -> None:
     _, key = await sync_to_async(make_team)()
     communicator = await connect(key)
     assert (await communicator.receive_json_from(timeout=5))["seq"] == 1
@@ -53,26 +69,46 @@ async def test_ping_subscribe_and_unknown_frames(make_team) -> None:
     await communicator.send_to(text_data="{broken")
     error = await communicator.receive_json_from(timeout=5)
     assert error["seq"] == 3 and error["type"] == "error" and error["data"]["code"] == "INVALID_JSON"
+    assert isinstance(error["data"]["message"], str) and set(error["data"]) == {"code", "message"}
     await communicator.send_json_to({"action": "trade_for_me"})
     error = await communicator.receive_json_from(timeout=5)
     assert error["seq"] == 4 and error["data"]["code"] == "UNKNOWN_ACTION"
     await communicator.send_json_to({"action": "subscribe", "instruments": ["SPX_4500_CALL"]})
     subscribed = await communicator.receive_json_from(timeout=5)
     assert subscribed["seq"] == 5 and subscribed["data"]["instruments"] == ["SPX_4500_CALL"]
+    await communicator.send_to(bytes_data=b'{"action": "ping"}')
+    error = await communicator.receive_json_from(timeout=5)
+    assert error["seq"] == 6 and error["data"]["code"] == "INVALID_JSON"
     await communicator.disconnect()
 
 
-async def test_team_messages_reach_every_connection_of_the_team_only(make_team) -> None:
+async def test_redis_unavailable_at_join_closes_1013(make_team: MakeTeam) -> None:
+    _, key = await sync_to_async(make_team)()
+    redis_on_request_path.trip()
+    try:
+        communicator = await connect(key)
+        closed = await communicator.receive_output(timeout=5)
+        assert closed == {"type": "websocket.close", "code": 1013, "reason": "service unavailable, try again"}
+    finally:
+        redis_on_request_path.reset()
+    communicator = await connect(key)  # and admitted again once Redis answers
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "position_snapshot"
+    await communicator.disconnect()
+
+
+async def test_team_messages_reach_every_connection_of_the_team_only(make_team: MakeTeam) -> None:
     team, key = await sync_to_async(make_team)()
     other, other_key = await sync_to_async(make_team)()
     first, second, stranger = await connect(key), await connect(key), await connect(other_key)
     for communicator in (first, second, stranger):
         assert (await communicator.receive_json_from(timeout=5))["type"] == "position_snapshot"
-    outbox = Outbox()
-    outbox.to_team(team.pk, "new_order_ack", {"order_id": "ORD_1"}, "2024-01-15T10:00:00.000000Z")
-    outbox.to_team(team.pk, "execution_report", {"order_id": "ORD_1"}, "2024-01-15T10:00:00.000001Z")
-    outbox.to_market("trade", {"instrument_id": "SPX_4500_CALL"}, "2024-01-15T10:00:00.000001Z")
-    await outbox._send_all()
+    batch = Batch(now=datetime.now(UTC), stamp="2024-01-15T10:00:00.000001Z")
+    batch.private[team.pk] += [
+        frame("new_order_ack", "2024-01-15T10:00:00.000000Z", {"order_id": "ORD_1"}),
+        frame("execution_report", "2024-01-15T10:00:00.000001Z", {"order_id": "ORD_1"}),
+    ]
+    batch.public.append(frame("trade", "2024-01-15T10:00:00.000001Z", {"instrument_id": "SPX_4500_CALL"}, "SPX_4500_CALL"))
+    await sync_to_async(Publisher(sync_client(), "consumer-test").send)(batch, finished_inflight=False)
     for communicator in (first, second):
         frames = [await communicator.receive_json_from(timeout=5) for _ in range(3)]
         assert [(f["seq"], f["type"]) for f in frames] == [(2, "new_order_ack"), (3, "execution_report"), (4, "trade")]

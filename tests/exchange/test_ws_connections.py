@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
+from pytest_django.fixtures import Settings
 
-from exchange.connections import ConnectionRegistry, redis_for
+from accounts.models import Team
+from exchange.connections import ConnectionRegistry
 from tradinggame.asgi import application
+
+MakeTeam = Callable[..., tuple[Team, str]]
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -23,17 +27,24 @@ async def open_ws(key: str) -> tuple[WebsocketCommunicator, dict]:
 
 
 def registry(team_pk: int, limit: int = 2, ttl_s: float = 30) -> ConnectionRegistry:
-    return ConnectionRegistry(get_channel_layer(), team_pk, limit, ttl_s)
+    return ConnectionRegistry(team_pk, limit, ttl_s)
 
 
 async def fresh(team_pk: int) -> ConnectionRegistry:
     """The team's registry, emptied of anything an earlier test run left behind."""
     entries = registry(team_pk)
-    await redis_for(entries.layer, entries.key).delete(entries.key)
+    await entries.redis.delete(entries.key)
     return entries
 
 
-async def test_one_connection_over_the_limit_is_accepted_then_closed_1008(make_team, settings) -> None:
+def test_the_registry_keeps_its_key_under_the_layer_prefix(settings: Settings) -> None:
+    settings.CHANNEL_LAYERS = {"default": {"CONFIG": {"prefix": "itg3"}}}
+    assert registry(7).key == "itg3:ws:connections:team.7"
+
+
+async def test_one_connection_over_the_limit_is_accepted_then_closed_1008(
+    make_team: MakeTeam, settings: Settings
+) -> None:
     settings.EXCHANGE_MAX_CONNECTIONS_PER_TEAM = 2
     team, key = await sync_to_async(make_team)()
     other, other_key = await sync_to_async(make_team)()
@@ -58,11 +69,11 @@ async def test_one_connection_over_the_limit_is_accepted_then_closed_1008(make_t
     assert await registry(team.pk).count() == 0
 
 
-async def test_slots_of_a_crashed_process_expire_and_live_ones_count(make_team, settings) -> None:
+async def test_slots_of_a_crashed_process_expire_and_live_ones_count(make_team: MakeTeam, settings: Settings) -> None:
     settings.EXCHANGE_MAX_CONNECTIONS_PER_TEAM = 2
     team, key = await sync_to_async(make_team)()
     entries = await fresh(team.pk)
-    redis = redis_for(entries.layer, entries.key)
+    redis = entries.redis
     seconds, _ = await redis.time()
     # Two entries of a process that died a minute ago, one of a live process elsewhere.
     await redis.zadd(entries.key, {"specific.dead!a": seconds - 60, "specific.dead!b": seconds - 50})
@@ -76,7 +87,7 @@ async def test_slots_of_a_crashed_process_expire_and_live_ones_count(make_team, 
     assert await redis.zrange(entries.key, 0, -1) == [b"specific.elsewhere!c"]
 
 
-async def test_a_live_connection_keeps_its_slot_past_the_ttl(make_team, settings) -> None:
+async def test_a_live_connection_keeps_its_slot_past_the_ttl(make_team: MakeTeam, settings: Settings) -> None:
     settings.EXCHANGE_WS_REGISTRY_TTL_S = 0.6  # refreshed every 0.2 s
     team, key = await sync_to_async(make_team)()
     entries = await fresh(team.pk)
@@ -90,14 +101,16 @@ async def test_a_live_connection_keeps_its_slot_past_the_ttl(make_team, settings
     await ws.disconnect()
 
 
-async def test_a_connection_whose_registration_vanished_is_told_to_resync(make_team, settings) -> None:
+async def test_a_connection_whose_registration_vanished_is_told_to_resync(
+    make_team: MakeTeam, settings: Settings
+) -> None:
     """Redis lost its data (a restart) or the process stalled for a whole TTL: messages may be gone."""
     settings.EXCHANGE_WS_REGISTRY_TTL_S = 0.6
     team, key = await sync_to_async(make_team)()
     entries = await fresh(team.pk)
     ws, hello = await open_ws(key)
     assert hello["type"] == "websocket.send"
-    await redis_for(entries.layer, entries.key).delete(entries.key)
+    await entries.redis.delete(entries.key)
     closed = await ws.receive_output(timeout=3)
     assert closed == {"type": "websocket.close", "code": 4008, "reason": "slow consumer"}
     await ws.disconnect()

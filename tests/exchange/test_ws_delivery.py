@@ -1,20 +1,32 @@
-"""WebSocket delivery through the real ASGI application and the Redis channel layer: gaps and
-lag close the connection with 4008, market data is conflated, events reach every connection."""
+"""WebSocket delivery through the real ASGI application and the Redis pub/sub channel layer:
+messages are taken in (epoch, group_seq) order, a gap, a full backlog or lag closes the
+connection with 4008, and the subscription narrows public frames but not events."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
+from django.conf import settings as django_settings
+from pytest_django.fixtures import Settings
 
-from exchange.consumers import GroupOrder
-from exchange.publisher import Outbox, publish_event, team_group
+from accounts.models import Team
+from exchange.delivery import MARKET_GROUP, group_channel, team_group
+from exchange.matching.publish import Publisher
+from exchange.matching.worker import Batch
 from tradinggame.asgi import application
+from tradinggame.redis_clients import async_client, sync_client
+
+MakeTeam = Callable[..., tuple[Team, str]]
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,180 +41,198 @@ async def connect(key: str) -> WebsocketCommunicator:
     return communicator
 
 
-async def group_message(group: str, number: int | None, frames: list[dict[str, Any]], sent_at: float | None = None) -> None:
-    kind = "market.messages" if group == "market" else "team.messages"
-    message = {"type": kind, "messages": frames, "group_seq": number, "sent_at": time.time() if sent_at is None else sent_at}
-    await get_channel_layer().group_send(group, message)
+def layer_message(
+    group: str, epoch: str, number: int, frames: list[list[Any]], sent_at: float | None = None
+) -> dict[str, Any]:
+    return {
+        "type": "market.messages" if group == MARKET_GROUP else "team.messages",
+        "epoch": epoch,
+        "group_seq": number,
+        "sent_at": time.time() if sent_at is None else sent_at,
+        "frames": frames,
+    }
 
 
-def signal(n: int) -> dict[str, Any]:
-    return {"type": "signal", "data": {"signal_type": "test", "n": n}, "timestamp": STAMP}
+async def publish(group: str, epoch: str, number: int, frames: list[list[Any]], sent_at: float | None = None) -> None:
+    """As the matching worker does; the pub/sub layer's ``group_send`` is one PUBLISH of the same bytes."""
+    await get_channel_layer().group_send(group, layer_message(group, epoch, number, frames, sent_at))
 
 
-async def expect_slow_consumer_close(communicator: WebsocketCommunicator, timeout: float = 5) -> None:
-    closed = await communicator.receive_output(timeout=timeout)
-    assert closed == {"type": "websocket.close", "code": 4008, "reason": "slow consumer"}
+def signal(n: int) -> list[Any]:
+    return ["signal", STAMP, json.dumps({"signal_type": "test", "n": n}), None]
 
 
-async def test_a_skipped_group_number_closes_with_4008_and_sends_nothing_past_the_gap(make_team, settings) -> None:
-    settings.EXCHANGE_WS_GAP_GRACE_S = 0.3
+def public(frame_type: str, data: dict[str, Any]) -> list[Any]:
+    return [frame_type, STAMP, json.dumps(data, separators=(",", ":")), data.get("instrument_id")]
+
+
+async def expect_close(communicator: WebsocketCommunicator, code: int = 4008, reason: str = "slow consumer") -> None:
+    """Frames already handed to the socket may come first; then the close, and nothing else."""
+    output = await communicator.receive_output(timeout=5)
+    while output["type"] == "websocket.send":
+        output = await communicator.receive_output(timeout=5)
+    assert output == {"type": "websocket.close", "code": code, "reason": reason}
+
+
+async def test_a_raw_publish_to_the_group_channel_is_delivered_with_its_data_as_published(make_team: MakeTeam) -> None:
     team, key = await sync_to_async(make_team)()
     ws = await connect(key)
-    await group_message(team_group(team.pk), 41, [signal(1)])  # the first number seen is the baseline
+    layer = get_channel_layer()
+    prefix = django_settings.CHANNEL_LAYERS["default"]["CONFIG"]["prefix"]
+    frames = [["execution_report", STAMP, '{"order_id":"ORD_1","executed_price":100.50}', "SPX_4500_CALL"]]
+    payload = layer.serialize(layer_message(team_group(team.pk), "worker-1", 1, frames))
+    await async_client().publish(group_channel(prefix, team_group(team.pk)), payload)
+    text = await ws.receive_from(timeout=5)
+    assert text == (
+        '{"seq":2,"type":"execution_report","timestamp":"2024-01-15T10:00:00.000000Z",'
+        '"data":{"order_id":"ORD_1","executed_price":100.50}}'
+    )
+    await ws.disconnect()
+
+
+async def test_numbers_in_sequence_are_delivered_without_a_seq_gap(make_team: MakeTeam) -> None:
+    team, key = await sync_to_async(make_team)()
+    ws = await connect(key)
+    for number in range(41, 51):  # the first number heard is the baseline
+        await publish(team_group(team.pk), "e1", number, [signal(number), signal(number)])
+    frames = [await ws.receive_json_from(timeout=5) for _ in range(20)]
+    assert [f["seq"] for f in frames] == list(range(2, 22))
+    assert [f["data"]["n"] for f in frames] == [n for n in range(41, 51) for _ in range(2)]
+    assert await ws.receive_nothing(timeout=0.2)
+    await ws.disconnect()
+
+
+async def test_a_skipped_group_number_closes_with_4008_at_once_and_sends_nothing_past_the_gap(
+    make_team: MakeTeam,
+) -> None:
+    team, key = await sync_to_async(make_team)()
+    ws = await connect(key)
+    await publish(team_group(team.pk), "e1", 41, [signal(41)])
     frame = await ws.receive_json_from(timeout=5)
-    assert (frame["seq"], frame["data"]["n"]) == (2, 1)
-    await group_message(team_group(team.pk), 43, [signal(3)])  # 42 was lost on the way
+    assert (frame["seq"], frame["data"]["n"]) == (2, 41)
     started = time.monotonic()
-    await expect_slow_consumer_close(ws)
-    assert time.monotonic() - started >= 0.25  # it waited for a straggler first
+    await publish(team_group(team.pk), "e1", 43, [signal(43)])  # 42 was lost on the way
+    output = await ws.receive_output(timeout=5)
+    assert output == {"type": "websocket.close", "code": 4008, "reason": "slow consumer"}
+    assert time.monotonic() - started < 1.0  # no grace: within an epoch the order is the publish order
     await ws.disconnect()
 
 
-async def test_numbers_out_of_order_within_the_grace_are_put_back_in_order(make_team, settings) -> None:
-    settings.EXCHANGE_WS_GAP_GRACE_S = 0.3
+async def test_a_new_epoch_is_a_new_baseline(make_team: MakeTeam) -> None:
     team, key = await sync_to_async(make_team)()
     ws = await connect(key)
-    for number in (7, 9, 8, 6):  # 9 overtook 8; 6 was numbered before the baseline but came after it
-        await group_message(team_group(team.pk), number, [signal(number)])
+    await publish(team_group(team.pk), "before-restart", 900, [signal(1)])
+    await publish(team_group(team.pk), "before-restart", 901, [signal(2)])
+    await publish(team_group(team.pk), "after-restart", 1, [signal(3)])
+    await publish(team_group(team.pk), "after-restart", 2, [signal(4)])
     frames = [await ws.receive_json_from(timeout=5) for _ in range(4)]
-    assert [(f["seq"], f["data"]["n"]) for f in frames] == [(2, 7), (3, 8), (4, 9), (5, 6)]
-    assert await ws.receive_nothing(timeout=0.6)  # no close once the gap is filled
+    assert [(f["seq"], f["data"]["n"]) for f in frames] == [(2, 1), (3, 2), (4, 3), (5, 4)]
+    assert await ws.receive_nothing(timeout=0.2)
     await ws.disconnect()
 
 
-async def test_the_grace_starts_again_whenever_a_gap_fills() -> None:
-    delivered: list[int] = []
-    lost: list[bool] = []
-    order = GroupOrder(0.2, lambda m: delivered.append(m["group_seq"]), lambda: lost.append(True))
-    for number in (1, 3, 5):
-        order.receive({"group_seq": number})
-    await asyncio.sleep(0.15)
-    order.receive({"group_seq": 2})  # progress; 4 is still missing
-    await asyncio.sleep(0.15)
-    assert not lost  # 0.3 s since 3 was held, but only 0.15 s since the last progress
-    order.receive({"group_seq": 4})
-    assert delivered == [1, 2, 3, 4, 5]
-    await asyncio.sleep(0.3)
-    assert not lost
-
-
-async def test_a_gap_in_the_public_group_closes_with_4008(make_team, settings) -> None:
-    settings.EXCHANGE_WS_GAP_GRACE_S = 0.2
+async def test_a_gap_in_the_public_group_closes_with_4008(make_team: MakeTeam) -> None:
     _, key = await sync_to_async(make_team)()
     ws = await connect(key)
-    trade = {"type": "trade", "data": {"instrument_id": "SPX_4500_CALL", "trade_id": "TRD_1"}, "timestamp": STAMP}
-    await group_message("market", 5, [trade])
+    trade = public("trade", {"instrument_id": "SPX_4500_CALL", "trade_id": "TRD_1"})
+    await publish(MARKET_GROUP, "e1", 5, [trade])
     assert (await ws.receive_json_from(timeout=5))["type"] == "trade"
-    await group_message("market", 7, [trade])
-    await expect_slow_consumer_close(ws)
+    await publish(MARKET_GROUP, "e1", 7, [trade])
+    await expect_close(ws)
     await ws.disconnect()
 
 
-async def test_frames_older_than_the_maximum_lag_close_with_4008(make_team, settings) -> None:
+async def test_frames_older_than_the_maximum_lag_close_with_4008(make_team: MakeTeam, settings: Settings) -> None:
     settings.EXCHANGE_WS_MAX_LAG_S = 1.0
     team, key = await sync_to_async(make_team)()
     ws = await connect(key)
-    await group_message(team_group(team.pk), 1, [signal(1)], sent_at=time.time() - 0.2)
+    await publish(team_group(team.pk), "e1", 1, [signal(1)], sent_at=time.time() - 0.2)
     assert (await ws.receive_json_from(timeout=5))["data"]["n"] == 1
-    await group_message(team_group(team.pk), 2, [signal(2)], sent_at=time.time() - 5)
-    await expect_slow_consumer_close(ws)
+    await publish(team_group(team.pk), "e1", 2, [signal(2)], sent_at=time.time() - 5)
+    await expect_close(ws)
     await ws.disconnect()
 
 
-async def test_a_backlog_over_the_limit_closes_with_4008(make_team, settings) -> None:
+async def test_a_backlog_over_the_limit_closes_with_4008(make_team: MakeTeam, settings: Settings) -> None:
     settings.EXCHANGE_WS_MAX_BACKLOG = 5
     team, key = await sync_to_async(make_team)()
     ws = await connect(key)
-    await group_message(team_group(team.pk), 1, [signal(n) for n in range(20)])
-    output = await ws.receive_output(timeout=5)
-    while output["type"] == "websocket.send":  # frames already handed over may precede the close
-        output = await ws.receive_output(timeout=5)
-    assert output == {"type": "websocket.close", "code": 4008, "reason": "slow consumer"}
+    await publish(team_group(team.pk), "e1", 1, [signal(n) for n in range(20)])
+    await expect_close(ws)
     await ws.disconnect()
 
 
-async def test_outbox_frames_carry_numbers_that_rise_by_one_per_group(make_team) -> None:
-    team, key = await sync_to_async(make_team)()
+def batch_of(private: dict[int, list[Any]] | None = None, public: list[Any] | None = None) -> Batch:
+    batch = Batch(now=datetime.now(UTC), stamp=STAMP)
+    for team_pk, frames in (private or {}).items():
+        batch.private[team_pk].extend(frames)
+    batch.public.extend(public or [])
+    return batch
+
+
+def entry(kind: str, data: dict[str, Any]) -> list[Any]:
+    return [kind, STAMP, orjson.dumps(data).decode(), data.get("instrument_id")]
+
+
+PUBLISHER = Publisher(sync_client(), "tests")
+
+
+async def test_worker_messages_carry_its_epoch_and_numbers_rising_by_one_per_group(make_team: MakeTeam) -> None:
+    team, _ = await sync_to_async(make_team)()
     layer = get_channel_layer()
     channel = await layer.new_channel()
     await layer.group_add(team_group(team.pk), channel)
-    await layer.group_add("market", channel)
+    await layer.group_add(MARKET_GROUP, channel)
+    publisher = Publisher(sync_client(), "epoch-1")
     for _ in range(3):
-        outbox = Outbox()
-        outbox.to_team(team.pk, "signal", {"signal_type": "test"}, STAMP)
-        outbox.to_market("trade", {"instrument_id": "SPX_4500_CALL"}, STAMP)
-        await outbox._send_all()
+        batch = batch_of(
+            {team.pk: [entry("signal", {"signal_type": "test"})]},
+            [entry("trade", {"instrument_id": "SPX_4500_CALL", "price": 100.5})],
+        )
+        await sync_to_async(publisher.send)(batch, finished_inflight=False)
     messages = [await asyncio.wait_for(layer.receive(channel), 5) for _ in range(6)]
     for kind in ("team.messages", "market.messages"):
         numbers = [m["group_seq"] for m in messages if m["type"] == kind]
-        assert numbers == list(range(numbers[0], numbers[0] + 3))
+        assert numbers == [1, 2, 3]
+    assert {m["epoch"] for m in messages} == {"epoch-1"}
     assert all(time.time() - m["sent_at"] < 5 for m in messages)
+    trade = next(m for m in messages if m["type"] == "market.messages")["frames"]
+    assert trade == [["trade", STAMP, '{"instrument_id":"SPX_4500_CALL","price":100.5}', "SPX_4500_CALL"]]
     await layer.group_discard(team_group(team.pk), channel)
-    await layer.group_discard("market", channel)
+    await layer.group_discard(MARKET_GROUP, channel)
 
 
 def market_data(n: int, instrument: str = "SPX_4500_CALL") -> dict[str, Any]:
-    return {"instrument_id": instrument, "bid": 100.0 + n / 100, "bid_size": n, "ask": None, "ask_size": None, "last": None,
-            "last_size": None}
+    return {"instrument_id": instrument, "bid": 100.0 + n / 100, "bid_size": n, "ask": None, "ask_size": None}
 
 
 async def publish_market(*frames: tuple[str, dict[str, Any]]) -> None:
-    outbox = Outbox()
-    for msg_type, data in frames:
-        outbox.to_market(msg_type, data, STAMP)
-    await outbox._send_all()
+    batch = batch_of(public=[entry(msg_type, data) for msg_type, data in frames])
+    await sync_to_async(PUBLISHER.send)(batch, finished_inflight=False)
 
 
-async def collect(ws: WebsocketCommunicator, seconds: float) -> list[tuple[float, dict[str, Any]]]:
-    """Every frame arriving within ``seconds``, with its arrival time."""
+async def collect(ws: WebsocketCommunicator, seconds: float) -> list[dict[str, Any]]:
+    """Every frame arriving within ``seconds``."""
     frames = []
     deadline = time.monotonic() + seconds
     # receive_nothing, unlike a receive that times out, leaves the application running
     while not await ws.receive_nothing(timeout=deadline - time.monotonic(), interval=0.001):
-        frame = await ws.receive_json_from()
-        frames.append((time.monotonic(), frame))
+        frames.append(await ws.receive_json_from())
     return frames
 
 
-async def test_a_burst_of_market_data_is_conflated_and_the_last_state_wins(make_team) -> None:
+async def test_market_data_is_forwarded_as_published_the_publisher_conflates(make_team: MakeTeam) -> None:
     _, key = await sync_to_async(make_team)()
     ws = await connect(key)
-    collecting = asyncio.create_task(collect(ws, 0.8))  # arrival times are taken as frames come
-    started = time.monotonic()
     for n in range(1, 51):
         await publish_market(("market_data", market_data(n)))
-    published = time.monotonic()
-    frames = await collecting
-    md = [(at, f) for at, f in frames if f["type"] == "market_data"]
-    assert [f["seq"] for _, f in frames] == list(range(2, 2 + len(frames)))
-    assert md[-1][1]["data"]["bid_size"] == 50  # the final state arrives, nothing after it
-    assert md[-1][0] <= published + 0.2  # flushed at the end of its window, not later
-    within = [f for at, f in md if at - started <= 0.2]
-    assert len(within) <= 2 + (published - started) / 0.1, (len(within), published - started)
-    gaps = [b - a for (a, _), (b, _) in zip(md, md[1:], strict=False)]
-    assert all(gap >= 0.09 for gap in gaps), gaps  # at most ten a second
+    frames = await collect(ws, 0.5)
+    assert [f["seq"] for f in frames] == list(range(2, 52))
+    assert [f["data"]["bid_size"] for f in frames] == list(range(1, 51))
     await ws.disconnect()
 
 
-async def test_trades_are_never_conflated_and_instruments_are_conflated_separately(make_team) -> None:
-    _, key = await sync_to_async(make_team)()
-    ws = await connect(key)
-    for n in range(1, 31):
-        await publish_market(
-            ("market_data", market_data(n, "SPX_4500_CALL")),
-            ("trade", {"instrument_id": "SPX_4500_CALL", "trade_id": f"TRD_{n}", "price": 100.0, "quantity": 1}),
-            ("market_data", market_data(n, "SPX_4400_PUT")),
-        )
-    frames = [f for _, f in await collect(ws, 0.6)]
-    assert [f["seq"] for f in frames] == list(range(2, 2 + len(frames)))
-    assert [f["data"]["trade_id"] for f in frames if f["type"] == "trade"] == [f"TRD_{n}" for n in range(1, 31)]
-    for instrument in ("SPX_4500_CALL", "SPX_4400_PUT"):
-        states = [f["data"]["bid_size"] for f in frames if f["type"] == "market_data" and f["data"]["instrument_id"] == instrument]
-        assert 1 <= len(states) < 30 and states[-1] == 30 and states == sorted(states)
-    await ws.disconnect()
-
-
-async def test_subscribe_narrows_instrument_frames_but_not_events(make_team) -> None:
+async def test_subscribe_narrows_instrument_frames_but_not_events_or_underlyings(make_team: MakeTeam) -> None:
     _, key = await sync_to_async(make_team)()
     ws = await connect(key)
     await ws.send_json_to({"action": "subscribe", "instruments": ["SPX_4400_PUT"]})
@@ -212,20 +242,25 @@ async def test_subscribe_narrows_instrument_frames_but_not_events(make_team) -> 
         ("trade", {"instrument_id": "SPX_4500_CALL", "trade_id": "TRD_1"}),
         ("trade", {"instrument_id": "SPX_4400_PUT", "trade_id": "TRD_2"}),
         ("event", {"event_type": "halt", "scope": "instrument", "instrument_id": "SPX_4500_CALL"}),
+        ("underlying", {"symbol": "SPX", "price": 4412.25}),
     )
-    frames = [f for _, f in await collect(ws, 0.4)]
-    assert [(f["seq"], f["type"]) for f in frames] == [(3, "trade"), (4, "event")]
+    frames = await collect(ws, 0.4)
+    assert [(f["seq"], f["type"]) for f in frames] == [(3, "trade"), (4, "event"), (5, "underlying")]
     assert frames[0]["data"]["trade_id"] == "TRD_2" and frames[1]["data"]["event_type"] == "halt"
+    await ws.send_json_to({"action": "subscribe", "instruments": []})  # all again
+    assert (await ws.receive_json_from(timeout=5))["data"] == {"instruments": []}
+    await publish_market(("trade", {"instrument_id": "SPX_4500_CALL", "trade_id": "TRD_3"}))
+    assert (await ws.receive_json_from(timeout=5))["data"]["trade_id"] == "TRD_3"
     await ws.disconnect()
 
 
-async def test_publish_event_reaches_every_connection_at_once(make_team) -> None:
+async def test_an_event_reaches_every_connection_at_once(make_team: MakeTeam) -> None:
     _, key = await sync_to_async(make_team)()
     _, other_key = await sync_to_async(make_team)()
     connections = [await connect(key), await connect(key), await connect(other_key)]
     await connections[2].send_json_to({"action": "subscribe", "instruments": ["SPX_4400_PUT"]})
     assert (await connections[2].receive_json_from(timeout=5))["type"] == "subscribed"
-    await sync_to_async(publish_event)("phase_change", {"phase": "continuous", "previous_phase": "pre_open"})
+    await publish_market(("event", {"event_type": "phase_change", "phase": "continuous", "previous_phase": "pre_open"}))
     for ws in connections:
         frame = await ws.receive_json_from(timeout=2)
         assert frame["type"] == "event" and frame["timestamp"].endswith("Z")
@@ -233,11 +268,13 @@ async def test_publish_event_reaches_every_connection_at_once(make_team) -> None
         await ws.disconnect()
 
 
-async def test_an_idle_connection_outlives_the_layers_blocking_reads(make_team) -> None:
-    """The layer's 5 s blocking pops must not race the Redis client's socket timeout."""
-    _, key = await sync_to_async(make_team)()
+async def test_an_idle_connection_keeps_hearing_its_groups(make_team: MakeTeam) -> None:
+    """Nothing on the subscription for longer than any socket timeout must not end it."""
+    team, key = await sync_to_async(make_team)()
     ws = await connect(key)
-    await asyncio.sleep(11)
+    await asyncio.sleep(6)
+    await publish(team_group(team.pk), "e1", 1, [signal(1)])
+    assert (await ws.receive_json_from(timeout=5))["data"]["n"] == 1
     await ws.send_json_to({"action": "ping"})
     assert (await ws.receive_json_from(timeout=5))["type"] == "pong"
     await ws.disconnect()
