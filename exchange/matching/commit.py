@@ -7,6 +7,7 @@ database's own forms: the batch's one timestamp is adapted once, ``Decimal`` goe
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -68,6 +69,7 @@ FILL_INSERT = (
 JOURNAL_INSERT = ("id", "kind", "team_id", "command", "result", "decided_at")
 
 
+@functools.cache
 def _insert(model: type[models.Model], columns: Sequence[str]) -> str:
     quote = connection.ops.quote_name
     names = ", ".join(quote(c) for c in columns)
@@ -75,6 +77,14 @@ def _insert(model: type[models.Model], columns: Sequence[str]) -> str:
     return f"INSERT INTO {quote(model._meta.db_table)} ({names}) VALUES ({marks})"
 
 
+def _upsert(model: type[models.Model], columns: Sequence[str], key: str) -> str:
+    """Insert, or update the row with the same ``key`` (both SQLite and PostgreSQL read this)."""
+    quote = connection.ops.quote_name
+    updates = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in columns if c != key)
+    return f"{_insert(model, columns)} ON CONFLICT ({quote(key)}) DO UPDATE SET {updates}"
+
+
+@functools.cache
 def _update(model: type[models.Model], columns: Sequence[str], where: Sequence[str]) -> str:
     quote = connection.ops.quote_name
     assignments = ", ".join(f"{quote(c)} = %s" for c in columns)
@@ -150,9 +160,10 @@ def write_batch(
             _update(Position, ("quantity",), ("team_id", "instrument_id")),
             ((teams[team].positions[symbol], team, symbol) for team, symbol in old_positions),
         )
+        # Registration opens a team's account row after the worker started: not new after all.
         _run(
             cursor,
-            _insert(Account, ("team_id", "cash", "fees_paid")),
+            _upsert(Account, ("team_id", "cash", "fees_paid"), "team_id"),
             ((pk, teams[pk].cash, teams[pk].fees) for pk in new_accounts),
         )
         _run(

@@ -38,6 +38,7 @@ class MatchingLoop:
     def __init__(self) -> None:
         self.client: redis.Redis = sync_client(timeout_s=5)
         self.take = self.client.register_script(queue.TAKE)
+        self.mark_script = self.client.register_script(queue.MARK)
         self.stop_requested = threading.Event()
         self.worker = MatchingWorker()
         self.publisher = Publisher(self.client, self.worker.epoch)
@@ -68,7 +69,7 @@ class MatchingLoop:
         log.info("queue seeded after command %d; %d keys in the directory", self.worker.last_decided, keys)
 
     def mark(self) -> None:
-        if not self.client.eval(queue.MARK, 2, queue.DECIDED, queue.SEQ, queue.DECIDED_TTL_S):
+        if not self.mark_script(keys=[queue.DECIDED, queue.SEQ], args=[queue.DECIDED_TTL_S]):
             log.warning("the command counter was gone (Redis lost its data); seeding it again")
             self.seed()
 

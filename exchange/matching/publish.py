@@ -38,7 +38,9 @@ class Publisher:
         self.epoch = epoch
         self.layer = get_channel_layer()
         self.numbers: dict[str, int] = defaultdict(int)
-        self.mark = client.register_script(queue.MARK)
+        # The mark runs by its SHA inside the pipeline: a registered script would first ask
+        # Redis whether it has the script (SCRIPT EXISTS), one more round trip per batch.
+        self.mark_sha = client.script_load(queue.MARK)
 
     def _message(self, kind: str, group: str, frames: list[Frame], sent_at: float) -> bytes:
         self.numbers[group] += 1
@@ -70,8 +72,14 @@ class Publisher:
             pipe.hset(ROLE_RATES, mapping=batch.role_rates)  # type: ignore[arg-type]
         if finished_inflight:
             pipe.delete(queue.INFLIGHT)
-        self.mark(keys=[queue.DECIDED, queue.SEQ], args=[queue.DECIDED_TTL_S], client=pipe)
-        pipe.execute()
+        pipe.evalsha(self.mark_sha, 2, queue.DECIDED, queue.SEQ, queue.DECIDED_TTL_S)
+        results = pipe.execute(raise_on_error=False)
+        if isinstance(results[-1], redis.exceptions.NoScriptError):  # Redis restarted: load it again
+            self.mark_sha = self.client.script_load(queue.MARK)
+            self.client.evalsha(self.mark_sha, 2, queue.DECIDED, queue.SEQ, queue.DECIDED_TTL_S)
+        errors = [r for r in results if isinstance(r, Exception) and not isinstance(r, redis.exceptions.NoScriptError)]
+        if errors:
+            raise errors[0]
 
     def reply(self, reply_to: str, result: Any) -> None:
         pipe = self.client.pipeline(transaction=False)

@@ -140,7 +140,9 @@ def verdict_of_script(result: list[int], limit: int) -> int:
             max(1, math.ceil(wait_ms / 1000)),
             {"limit": limit, "window_s": 1, "retry_after_ms": wait_ms},
         )
-    raise Refused(503, "MATCHING_UNAVAILABLE", UNAVAILABLE_REASONS.get(value, "unavailable"), 1, {"component": "matching"})
+    raise Refused(
+        503, "MATCHING_UNAVAILABLE", UNAVAILABLE_REASONS.get(value, "unavailable"), 1, {"component": "matching"}
+    )
 
 
 def unavailable(message: str = "Redis is unavailable") -> Refused:
@@ -197,3 +199,9 @@ def matching_alive(client: redis.Redis) -> bool:
         return False
     waited_us = seconds * 1_000_000 + micros - int(decided)
     return depth == 0 or waited_us <= settings.EXCHANGE_WORKER_STALL_S * 1_000_000
+
+
+def forget(client: redis.Redis) -> None:
+    """Drop the queue's keys: for a database that starts empty (a new game, a test), whose
+    journal must not meet commands or counters of the one before."""
+    client.delete(QUEUE, INFLIGHT, SEQ, DECIDED, "itg:keys", "itg:role-rates")

@@ -38,7 +38,9 @@ def check_order(
     coid: str | None,
 ) -> Rejection | None:
     if instrument is None or not instrument.listed:
-        return Rejection(RejectCode.INVALID_INSTRUMENT, f"{symbol} is not a listed instrument", {"instrument_id": symbol})
+        return Rejection(
+            RejectCode.INVALID_INSTRUMENT, f"{symbol} is not a listed instrument", {"instrument_id": symbol}
+        )
     if instrument.halted:
         return Rejection(RejectCode.INSTRUMENT_HALTED, f"{symbol} is halted", {"instrument_id": symbol})
     if game.halted or team.halted:
@@ -80,7 +82,12 @@ def check_order(
             {"client_order_id": coid},
         )
     other = team.open_sell if side == "buy" else team.open_buy
-    if team.role == "hedge_fund" and time_in_force in ("gtc", "day") and order_type == "limit" and other.get(symbol, 0) > 0:
+    if (
+        team.role == "hedge_fund"
+        and time_in_force in ("gtc", "day")
+        and order_type == "limit"
+        and other.get(symbol, 0) > 0
+    ):
         resting_side = "sell" if side == "buy" else "buy"
         return Rejection(
             RejectCode.TWO_SIDED_QUOTE_NOT_ALLOWED,
@@ -108,8 +115,10 @@ def check_limits(team: TeamState, symbol: str, policy: Policy, side: str, quanti
             {"current_position": position, "open_sell_quantity": open_sell, "order_quantity": quantity, "limit": limit},
         )
     before = exposure(position, open_buy, open_sell)
-    after_here = exposure(position, open_buy + quantity, open_sell) if side == "buy" else exposure(
-        position, open_buy, open_sell + quantity
+    after_here = (
+        exposure(position, open_buy + quantity, open_sell)
+        if side == "buy"
+        else exposure(position, open_buy, open_sell + quantity)
     )
     if after_here <= before:
         return None  # the order cannot add exposure: no need to add up the portfolio
@@ -126,6 +135,4 @@ def check_limits(team: TeamState, symbol: str, policy: Policy, side: str, quanti
 
 def portfolio_used(team: TeamState) -> int:
     symbols = set(team.positions) | set(team.open_buy) | set(team.open_sell)
-    return sum(
-        exposure(team.positions.get(s, 0), team.open_buy.get(s, 0), team.open_sell.get(s, 0)) for s in symbols
-    )
+    return sum(exposure(team.positions.get(s, 0), team.open_buy.get(s, 0), team.open_sell.get(s, 0)) for s in symbols)

@@ -137,7 +137,9 @@ class TeamState:
 class InstrumentState:
     __slots__ = ("symbol", "tick", "multiplier", "max_order_size", "listed", "halted", "volume", "last", "last_size")
 
-    def __init__(self, symbol: str, tick: Decimal, multiplier: int, max_order_size: int, listed: bool, halted: bool) -> None:
+    def __init__(
+        self, symbol: str, tick: Decimal, multiplier: int, max_order_size: int, listed: bool, halted: bool
+    ) -> None:
         self.symbol = symbol
         self.tick = tick
         self.multiplier = multiplier

@@ -214,7 +214,7 @@ class MatchingWorker:
             kind = command.get("k")
             handler = getattr(self, f"_do_{kind}", None)
             if handler is None:
-                result: Any = {"error": f"unknown command {kind!r}"}
+                result = orjson.dumps({"error": f"unknown command {kind!r}"}).decode()
             else:
                 result = handler(batch, command_id, command)
             batch.journal.append((command_id, kind, command.get("t"), orjson.dumps(command).decode(), result, now))
@@ -292,7 +292,11 @@ class MatchingWorker:
             order = self._stored_order(pk)
         if order is None or order.team != team_pk or order.status == "rejected":
             reply = wire.cancel_reply(
-                wire.order_id(pk), batch.stamp, "rejected", error_code=RejectCode.ORDER_NOT_FOUND, error_message="no such order"
+                wire.order_id(pk),
+                batch.stamp,
+                "rejected",
+                error_code=RejectCode.ORDER_NOT_FOUND,
+                error_message="no such order",
             )
             self._verdict(batch, c, reply)
             return orjson.dumps({"status": "not_found"}).decode()
@@ -302,7 +306,9 @@ class MatchingWorker:
             self._cancel_refused(batch, c, order, code, message)
             return orjson.dumps({"status": "rejected", "error_code": code}).decode()
         if self.game.phase in CLOSED_PHASES:
-            self._cancel_refused(batch, c, order, RejectCode.MARKET_CLOSED, f"cancels are not taken in phase {self.game.phase}")
+            self._cancel_refused(
+                batch, c, order, RejectCode.MARKET_CLOSED, f"cancels are not taken in phase {self.game.phase}"
+            )
             return orjson.dumps({"status": "rejected", "error_code": "MARKET_CLOSED"}).decode()
         events = self.engine.cancel(CancelOrder(order_id=pk, team_id=team_pk, reason=CancelReason.USER_REQUESTED))
         self._apply(batch, events)
@@ -440,7 +446,20 @@ class MatchingWorker:
         batch.positions.add((team.pk, instrument.symbol))
         batch.accounts.add(team.pk)
         batch.fills.append(
-            (event.trade_id, order.pk, team.pk, instrument.symbol, order.side, quantity, price, liquidity, fee, cash_delta, position, batch.now)
+            (
+                event.trade_id,
+                order.pk,
+                team.pk,
+                instrument.symbol,
+                order.side,
+                quantity,
+                price,
+                liquidity,
+                fee,
+                cash_delta,
+                position,
+                batch.now,
+            )
         )
         batch.private[team.pk].append(
             frame(
@@ -525,7 +544,13 @@ class MatchingWorker:
             if name not in Policy.FIELDS:
                 return self._reply(batch, c, {"error": f"unknown setting {name}"})
             old = getattr(policy, name)
-            new = Decimal(raw) if isinstance(old, Decimal) else (raw in (True, "true", "1")) if isinstance(old, bool) else int(raw)
+            new = (
+                Decimal(raw)
+                if isinstance(old, Decimal)
+                else (raw in (True, "true", "1"))
+                if isinstance(old, bool)
+                else int(raw)
+            )
             if new != old:
                 setattr(policy, name, new)
                 changes[name] = [str(old), str(new)]
