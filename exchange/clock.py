@@ -10,5 +10,8 @@ def now() -> datetime:
 
 
 def iso(moment: datetime) -> str:
-    """UTC ISO-8601 with microseconds and a Z, as on the wire."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """UTC ISO-8601 with microseconds and a Z, as on the wire (``isoformat``: a tenth of
+    ``strftime``'s cost, and this runs for every reply and frame)."""
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"

@@ -69,11 +69,17 @@ FILL_INSERT = (
 JOURNAL_INSERT = ("id", "kind", "team_id", "command", "result", "decided_at")
 
 
+def _mark() -> str:
+    # The driver's own placeholder: statements go to the DB-API cursor, not through Django's
+    # wrapper, which rewrites every statement (and, with DEBUG, logs it).
+    return "?" if connection.vendor == "sqlite" else "%s"
+
+
 @functools.cache
 def _insert(model: type[models.Model], columns: Sequence[str]) -> str:
     quote = connection.ops.quote_name
     names = ", ".join(quote(c) for c in columns)
-    marks = ", ".join(["%s"] * len(columns))
+    marks = ", ".join([_mark()] * len(columns))
     return f"INSERT INTO {quote(model._meta.db_table)} ({names}) VALUES ({marks})"
 
 
@@ -87,8 +93,8 @@ def _upsert(model: type[models.Model], columns: Sequence[str], key: str) -> str:
 @functools.cache
 def _update(model: type[models.Model], columns: Sequence[str], where: Sequence[str]) -> str:
     quote = connection.ops.quote_name
-    assignments = ", ".join(f"{quote(c)} = %s" for c in columns)
-    condition = " AND ".join(f"{quote(c)} = %s" for c in where)
+    assignments = ", ".join(f"{quote(c)} = {_mark()}" for c in columns)
+    condition = " AND ".join(f"{quote(c)} = {_mark()}" for c in where)
     return f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE {condition}"
 
 
@@ -138,7 +144,8 @@ def write_batch(
     old_positions = [key for key in batch.positions if key in stored_positions]
     new_accounts = [pk for pk in batch.accounts if pk not in stored_accounts]
     old_accounts = [pk for pk in batch.accounts if pk in stored_accounts]
-    with transaction.atomic(), connection.cursor() as cursor:
+    with transaction.atomic():
+        cursor = connection.connection.cursor()  # the driver's cursor (see _mark)
         _run(cursor, _insert(Order, ORDER_INSERT), (order_row(o) for o in batch.new_orders))
         _run(
             cursor,

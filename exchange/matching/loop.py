@@ -44,9 +44,14 @@ class MatchingLoop:
         self.publisher = Publisher(self.client, self.worker.epoch)
         self.stored_accounts: set[int] = set()
         self.started = threading.Event()
+        self.next_items: list[bytes] = []
+        self.marked_at = 0.0
+        self.stats = Stats()
 
     # --- start -----------------------------------------------------------------------------------------
     def start(self) -> None:
+        self.client.ping()  # no state rebuilt for nothing while Redis is away
+        self.next_items = []
         worker = MatchingWorker()
         worker.load()
         self.worker = worker
@@ -69,6 +74,7 @@ class MatchingLoop:
         log.info("queue seeded after command %d; %d keys in the directory", self.worker.last_decided, keys)
 
     def mark(self) -> None:
+        self.marked_at = time.monotonic()
         if not self.mark_script(keys=[queue.DECIDED, queue.SEQ], args=[queue.DECIDED_TTL_S]):
             log.warning("the command counter was gone (Redis lost its data); seeding it again")
             self.seed()
@@ -81,7 +87,9 @@ class MatchingLoop:
                     self.start()
                 self.step()
             except (redis.RedisError, OSError):
-                log.warning("Redis is unavailable to the matching worker; retrying", exc_info=True)
+                # What a lost reply took into the in-flight list is found again by a fresh start.
+                log.warning("Redis is unavailable to the matching worker; starting again", exc_info=True)
+                self.started.clear()
                 time.sleep(RETRY_S)
             except Exception:
                 log.exception("the matching worker failed; rebuilding its state from the database")
@@ -91,19 +99,21 @@ class MatchingLoop:
 
     def step(self) -> None:
         size = settings.EXCHANGE_MATCHING_BATCH
-        items = self.take(keys=[queue.QUEUE, queue.INFLIGHT], args=[size])
+        items = self.next_items or self.take(keys=[queue.QUEUE, queue.INFLIGHT], args=[size])
+        self.next_items = []
         if not items:
             due = self.worker.next_market_due()
             now = time.monotonic()
             if due is not None and due <= now:
                 self.finish(self.worker.market_data_only(), inflight=False)
                 return
-            self.mark()
+            if now - self.marked_at >= IDLE_WAIT_S:
+                self.mark()
             wait = IDLE_WAIT_S if due is None else max(0.001, min(IDLE_WAIT_S, due - now))
             first = self.client.blmove(queue.QUEUE, queue.INFLIGHT, wait, "LEFT", "RIGHT")
             if first is None:
                 return
-            items = [first, *self.take(keys=[queue.QUEUE, queue.INFLIGHT], args=[size - 1])]
+            items = [first]
         self.process(items)
 
     def process(self, items: list[bytes]) -> None:
@@ -118,7 +128,11 @@ class MatchingLoop:
         self.finish(batch, inflight=True)
 
     def finish(self, batch: Batch, inflight: bool) -> None:
-        self.publisher.send(batch, finished_inflight=inflight)
+        """Publish, and in the same round trip take the next batch (steady load: one round trip
+        per batch besides the commit)."""
+        self.next_items = self.publisher.send(batch, finished_inflight=inflight, take_next=settings.EXCHANGE_MATCHING_BATCH)
+        self.marked_at = time.monotonic()
+        self.stats.add(len(batch))
         for reply_to in batch.books_check:
             self.publisher.reply(reply_to, {"differences": books_differences(self.worker.engine.resting_orders())})
 
@@ -153,6 +167,35 @@ class MatchingLoop:
         worker.epoch = self.worker.epoch  # same publisher numbering: consumers see no false gap
         self.worker = worker
         self.stored_accounts = set(Account.objects.values_list("team_id", flat=True))
+
+
+class Stats:
+    """Commands and batches decided, and the thread's CPU, logged every ``EVERY_S`` while busy."""
+
+    EVERY_S = 10.0
+
+    def __init__(self) -> None:
+        self.commands = self.batches = 0
+        self.since = time.monotonic()
+        self.cpu = time.thread_time()
+
+    def add(self, commands: int) -> None:
+        self.commands += commands
+        self.batches += 1
+        now = time.monotonic()
+        if now - self.since >= self.EVERY_S:
+            if self.commands:
+                cpu = time.thread_time() - self.cpu
+                log.info(
+                    "%d commands in %d batches (%.1f per batch) in %.0f s; %.3f ms of CPU per command",
+                    self.commands,
+                    self.batches,
+                    self.commands / self.batches,
+                    now - self.since,
+                    1000 * cpu / self.commands,
+                )
+            self.commands = self.batches = 0
+            self.since, self.cpu = now, time.thread_time()
 
 
 _loop: MatchingLoop | None = None

@@ -41,6 +41,7 @@ class Publisher:
         # The mark runs by its SHA inside the pipeline: a registered script would first ask
         # Redis whether it has the script (SCRIPT EXISTS), one more round trip per batch.
         self.mark_sha = client.script_load(queue.MARK)
+        self.take_sha = client.script_load(queue.TAKE)
 
     def _message(self, kind: str, group: str, frames: list[Frame], sent_at: float) -> bytes:
         self.numbers[group] += 1
@@ -53,7 +54,9 @@ class Publisher:
         }
         return self.layer.serialize(message)  # type: ignore[union-attr]
 
-    def send(self, batch: Batch, finished_inflight: bool) -> None:
+    def send(self, batch: Batch, finished_inflight: bool, take_next: int = 0) -> list[bytes]:
+        """Publish the batch; with ``take_next``, the same round trip also takes up to that many
+        commands for the next batch (after the in-flight list is dropped) and returns them."""
         pipe = self.client.pipeline(transaction=False)
         sent_at = time.time()
         for team_pk, frames in batch.private.items():
@@ -73,13 +76,18 @@ class Publisher:
         if finished_inflight:
             pipe.delete(queue.INFLIGHT)
         pipe.evalsha(self.mark_sha, 2, queue.DECIDED, queue.SEQ, queue.DECIDED_TTL_S)
+        if take_next:
+            pipe.evalsha(self.take_sha, 2, queue.QUEUE, queue.INFLIGHT, take_next)
         results = pipe.execute(raise_on_error=False)
-        if isinstance(results[-1], redis.exceptions.NoScriptError):  # Redis restarted: load it again
+        if any(isinstance(r, redis.exceptions.NoScriptError) for r in results):  # Redis restarted
             self.mark_sha = self.client.script_load(queue.MARK)
+            self.take_sha = self.client.script_load(queue.TAKE)
             self.client.evalsha(self.mark_sha, 2, queue.DECIDED, queue.SEQ, queue.DECIDED_TTL_S)
-        errors = [r for r in results if isinstance(r, Exception) and not isinstance(r, redis.exceptions.NoScriptError)]
+            return []  # the loop takes the next batch itself
+        errors = [r for r in results if isinstance(r, Exception)]
         if errors:
             raise errors[0]
+        return list(results[-1]) if take_next else []
 
     def reply(self, reply_to: str, result: Any) -> None:
         pipe = self.client.pipeline(transaction=False)
