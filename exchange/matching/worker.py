@@ -112,13 +112,20 @@ class MatchingWorker:
         self.game = GameState(phase=game.phase, halted=game.trading_halted)
         self.policies = {role: _policy(p) for role, p in role_policies().items()}
         self.instruments = {i.symbol: _instrument(i) for i in Instrument.objects.all()}
-        for symbol, volume, last_id in Trade.objects.values_list("instrument_id").annotate(
-            volume=Sum("quantity"), last_id=Max("id")
-        ):
+        # volume counts the session: since the last move to pre_open, or (after a restart) since
+        # midnight UTC; last is the instrument's last trade ever.
+        midnight = clock.now().replace(hour=0, minute=0, second=0, microsecond=0)
+        today = dict(
+            Trade.objects.filter(created_at__gte=midnight)
+            .values_list("instrument_id")
+            .annotate(volume=Sum("quantity"))
+            .values_list("instrument_id", "volume")
+        )
+        for symbol, last_id in Trade.objects.values_list("instrument_id").annotate(last_id=Max("id")):
             state = self.instruments.get(symbol)
             if state is not None:
                 last = Trade.objects.get(pk=last_id)
-                state.volume, state.last, state.last_size = volume or 0, last.price, last.quantity
+                state.volume, state.last, state.last_size = today.get(symbol) or 0, last.price, last.quantity
         self.teams = {t.pk: TeamState(t.pk, t.role, t.active, t.trading_halted) for t in Team.objects.all()}
         for team_id, symbol, quantity in Position.objects.values_list("team_id", "instrument_id", "quantity"):
             self.stored_positions.add((team_id, symbol))
@@ -488,11 +495,17 @@ class MatchingWorker:
             return self._reply(batch, c, result)
         self.game.phase = phase
         batch.operator_writes.append(lambda: Game.objects.filter(pk=1).update(phase=phase, updated_at=batch.now))
+        self._new_session(phase)
         # The event goes out before the auction's fills and the session_end cancels it causes.
         data = {"event_type": "phase_change", "phase": phase, "previous_phase": previous}
         batch.public.append(frame("event", batch.stamp, data))
         self._apply(batch, self.engine.set_phase(Phase(phase)))
         return self._reply(batch, c, result)
+
+    def _new_session(self, phase: str) -> None:
+        if phase == "pre_open":
+            for instrument in self.instruments.values():
+                instrument.volume = 0
 
     def _do_halt(self, batch: Batch, command_id: int, c: dict[str, Any]) -> str:
         scope, target, halted = c["scope"], c.get("target"), bool(c["halted"])
@@ -595,6 +608,7 @@ class MatchingWorker:
         self.game.halted = halted
         if phase != self.game.phase:
             previous, self.game.phase = self.game.phase, phase
+            self._new_session(phase)
             data = {"event_type": "phase_change", "phase": phase, "previous_phase": previous}
             batch.public.append(frame("event", batch.stamp, data))
             self._apply(batch, self.engine.set_phase(Phase(phase)))
