@@ -30,14 +30,19 @@ lint: $(STAMP)
 bench-engine: $(STAMP)
 	$(PY) benchmarks/engine_bench.py
 
-## bench: end-to-end load through the public API (SQLite + embedded Redis unless DATABASE_URL /
-##   REDIS_URL point elsewhere): closed loop, then open loop at BENCH_RATE orders/s
-BENCH_PAIRS ?= 8
-BENCH_DURATION ?= 20
-BENCH_RATE ?= 1000
+## bench: the end-to-end suite through the public API (benchmarks/suite.py; SQLite + embedded Redis unless
+##   DATABASE_URL / REDIS_URL point elsewhere): closed loop ×3, open loop at BENCH_RATE ×3, open loop at 2× the
+##   closed loop; prints each target's median against it and writes benchmarks/results/suite-<backend>.json.
+##   BENCH_ARGS=--quick for a one-run smoke test; BENCH_ARGS=--help for every option.
+BENCH_PAIRS ?= 4
+BENCH_WARMUP ?= 3
+BENCH_DURATION ?= 15
+BENCH_RATE ?= 800
+BENCH_RUNS ?= 3
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(PY) benchmarks/load.py --mode closed --pairs $(BENCH_PAIRS) --duration $(BENCH_DURATION)
-	$(PY) benchmarks/load.py --mode open --rate $(BENCH_RATE) --pairs $(BENCH_PAIRS) --duration $(BENCH_DURATION)
+	$(PY) benchmarks/suite.py --pairs $(BENCH_PAIRS) --warmup $(BENCH_WARMUP) --duration $(BENCH_DURATION) \
+	  --rate $(BENCH_RATE) --runs $(BENCH_RUNS) $(BENCH_ARGS)
 
 ## schemathesis: fuzz a running exchange against its own /schema/: no 5xx, every reply as documented.
 ##   SCHEMATHESIS_URL (default http://127.0.0.1:8000), SCHEMATHESIS_API_KEY (default: a newly registered team)
