@@ -108,7 +108,8 @@ OPEN_STATUSES = (OrderStatus.PENDING_NEW, OrderStatus.NEW, OrderStatus.PARTIALLY
 
 
 class Order(models.Model):
-    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="orders")
+    # Indexes cost every batch the worker writes: each is only here for a read that needs it.
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="orders", db_index=False)
     instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, null=True, related_name="orders")
     instrument_symbol = models.CharField(max_length=64, help_text="As sent, also for unknown instruments.")
     side = models.CharField(max_length=4, choices=Side.choices)
@@ -121,7 +122,7 @@ class Order(models.Model):
     cancelled_quantity = models.PositiveIntegerField(default=0)
     filled_notional = models.DecimalField(**MONEY, default=Decimal(0), help_text="Σ price × quantity of fills.")
     fees = models.DecimalField(**MONEY, default=Decimal(0))
-    status = models.CharField(max_length=16, choices=OrderStatus.choices, db_index=True)
+    status = models.CharField(max_length=16, choices=OrderStatus.choices)
     client_order_id = models.CharField(max_length=64, null=True, blank=True)
     error_code = models.CharField(max_length=40, null=True, blank=True)
     error_message = models.CharField(max_length=200, null=True, blank=True)
@@ -134,10 +135,7 @@ class Order(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [
-            models.Index(fields=["team", "status"]),
-            models.Index(fields=["team", "client_order_id"]),
-        ]
+        indexes = [models.Index(fields=["team", "status"])]
 
     def __str__(self) -> str:
         return self.order_id
@@ -159,9 +157,10 @@ class JournalEntry(models.Model):
     the same transaction as the command's effects, so a command seen again is decided once.
     """
 
-    id = models.BigIntegerField(primary_key=True)
+    # Always given (the command id); an auto field only so SQLite keeps it as the rowid, no extra index.
+    id = models.BigAutoField(primary_key=True)
     kind = models.CharField(max_length=16)
-    team = models.ForeignKey(Team, on_delete=models.PROTECT, null=True, blank=True, db_constraint=False)
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, null=True, blank=True, db_constraint=False, db_index=False)
     command = models.TextField()
     result = models.TextField(blank=True, default="")
     decided_at = models.DateTimeField()
@@ -213,10 +212,10 @@ class Fill(models.Model):
         MAKER = "maker"
         TAKER = "taker"
 
-    trade = models.ForeignKey(Trade, on_delete=models.PROTECT, related_name="fills")
+    trade = models.ForeignKey(Trade, on_delete=models.PROTECT, related_name="fills", db_index=False)
     order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="fills")
-    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="fills")
-    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT)
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="fills", db_index=False)
+    instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT, db_index=False)
     side = models.CharField(max_length=4, choices=Side.choices)
     quantity = models.PositiveIntegerField()
     price = models.DecimalField(**PRICE)
@@ -233,7 +232,7 @@ class Fill(models.Model):
 
 
 class Position(models.Model):
-    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="positions")
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="positions", db_index=False)
     instrument = models.ForeignKey(Instrument, on_delete=models.PROTECT)
     quantity = models.IntegerField(default=0)
 
