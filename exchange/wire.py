@@ -8,7 +8,8 @@ float appears.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Literal, Protocol, TypedDict
+from types import UnionType
+from typing import Any, Literal, Protocol, TypedDict, Union, get_args, get_origin, get_type_hints, is_typeddict
 
 from exchange.prices import wire
 
@@ -150,7 +151,61 @@ class EventFrame(TypedDict, total=False):
     headline: str
 
 
+class OrderObject(TypedDict):
+    order_id: str
+    client_order_id: str | None
+    instrument_id: str
+    side: str
+    order_type: str
+    time_in_force: str
+    price: float | None
+    quantity: int
+    filled_quantity: int
+    remaining_quantity: int
+    cancelled_quantity: int
+    average_price: float | None
+    fees: float
+    status: str
+    error_code: str | None
+    created_at: str
+    updated_at: str
+
+
+class PositionSnapshot(TypedDict):
+    positions: dict[str, int]
+    open_orders: list[OrderObject]
+    last_trade_id: str | None
+
+
+class Underlying(TypedDict):
+    symbol: str
+    price: float
+
+
+class Signal(TypedDict, total=False):
+    signal_type: str
+
+
+class Pong(TypedDict):
+    pass
+
+
+class Subscribed(TypedDict):
+    instruments: list[str]
+
+
+class ErrorFrame(TypedDict):
+    code: str
+    message: str
+
+
 FRAME_SHAPES: dict[str, type] = {
+    "position_snapshot": PositionSnapshot,
+    "underlying": Underlying,
+    "signal": Signal,
+    "pong": Pong,
+    "subscribed": Subscribed,
+    "error": ErrorFrame,
     "new_order_ack": NewOrderAck,
     "new_order_reject": NewOrderReject,
     "execution_report": ExecutionReport,
@@ -339,3 +394,69 @@ def market_data(
         "last_size": last_size,
         "volume": volume,
     }
+
+
+# --- checking a received frame against its declaration (tests, and anyone debugging a client) -----
+def frame_problems(frame: Any) -> list[str]:
+    """What is wrong with a WebSocket frame as received (envelope and ``data`` against its
+    declared shape): an empty list when nothing is."""
+    if not isinstance(frame, dict):
+        return ["a frame is a JSON object"]
+    problems = []
+    if set(frame) != {"seq", "type", "timestamp", "data"}:
+        problems.append(f"envelope keys {sorted(frame)}")
+    if not isinstance(frame.get("seq"), int) or isinstance(frame.get("seq"), bool):
+        problems.append("seq is not an integer")
+    stamp = frame.get("timestamp")
+    if not isinstance(stamp, str) or not stamp.endswith("Z") or len(stamp) != 27:
+        problems.append(f"timestamp {stamp!r} is not UTC with microseconds and a Z")
+    shape = FRAME_SHAPES.get(frame.get("type"))  # type: ignore[arg-type]
+    if shape is None:
+        return [*problems, f"undeclared frame type {frame.get('type')!r}"]
+    return problems + [f"{frame['type']}: {p}" for p in value_problems(frame.get("data"), shape)]
+
+
+def value_problems(value: Any, declared: Any, where: str = "data") -> list[str]:
+    origin = get_origin(declared)
+    if declared is Any:
+        return []
+    if is_typeddict(declared):
+        if not isinstance(value, dict):
+            return [f"{where} is not an object"]
+        hints = get_type_hints(declared)
+        required = declared.__required_keys__  # type: ignore[attr-defined]
+        problems = [f"{where}.{key} is missing" for key in sorted(required - value.keys())]
+        if declared.__total__:  # type: ignore[attr-defined]
+            problems += [f"{where}.{key} is not declared" for key in sorted(value.keys() - hints.keys())]
+        for key, hint in hints.items():
+            if key in value:
+                problems += value_problems(value[key], hint, f"{where}.{key}")
+        return problems
+    if origin in (Union, UnionType):
+        options = get_args(declared)
+        if any(not value_problems(value, option, where) for option in options):
+            return []
+        return [f"{where} = {value!r} is none of {options}"]
+    if origin is Literal:
+        return [] if value in get_args(declared) else [f"{where} = {value!r} is not one of {get_args(declared)}"]
+    if origin is list:
+        if not isinstance(value, list):
+            return [f"{where} is not a list"]
+        (item,) = get_args(declared)
+        return [p for i, v in enumerate(value) for p in value_problems(v, item, f"{where}[{i}]")]
+    if origin is dict:
+        if not isinstance(value, dict):
+            return [f"{where} is not an object"]
+        _, item = get_args(declared)
+        return [p for k, v in value.items() for p in value_problems(v, item, f"{where}.{k}")]
+    if declared is type(None):
+        return [] if value is None else [f"{where} is not null"]
+    if declared is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return [] if ok else [f"{where} = {value!r} is not a number"]
+    if declared is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        return [] if ok else [f"{where} = {value!r} is not an integer"]
+    if isinstance(declared, type):
+        return [] if isinstance(value, declared) else [f"{where} = {value!r} is not {declared.__name__}"]
+    return []

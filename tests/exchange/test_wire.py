@@ -1,0 +1,118 @@
+"""Every frame a team receives matches its one declaration in exchange/wire.py: the frames of a
+real order flow (worker, channel layer, consumer), and the checker itself on bad frames."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from rest_framework.test import APIClient
+
+from accounts.models import Team
+from exchange.wire import frame_problems
+from tradinggame.asgi import application
+
+MakeTeam = Callable[..., tuple[Team, str]]
+STAMP = "2024-01-15T10:00:00.123456Z"
+
+
+def test_a_well_formed_frame_has_no_problems() -> None:
+    data = {
+        "order_id": "ORD_1",
+        "client_order_id": None,
+        "status": "cancelled",
+        "cancelled_quantity": 3,
+        "reason": "ioc_remainder",
+    }
+    assert frame_problems({"seq": 4, "type": "cancel_ack", "timestamp": STAMP, "data": data}) == []
+
+
+@pytest.mark.parametrize(
+    ("frame", "problem"),
+    [
+        ({"seq": 1, "type": "pong", "timestamp": STAMP}, "envelope keys"),
+        ({"seq": "1", "type": "pong", "timestamp": STAMP, "data": {}}, "seq is not an integer"),
+        ({"seq": 1, "type": "pong", "timestamp": "2024-01-15T10:00:00", "data": {}}, "timestamp"),
+        ({"seq": 1, "type": "mystery", "timestamp": STAMP, "data": {}}, "undeclared frame type"),
+        (
+            {"seq": 1, "type": "trade", "timestamp": STAMP, "data": {"instrument_id": "X"}},
+            "trade: data.trade_id is missing",
+        ),
+        (
+            {"seq": 1, "type": "underlying", "timestamp": STAMP, "data": {"symbol": "SPX", "price": "4500"}},
+            "data.price = '4500' is not a number",
+        ),
+        (
+            {
+                "seq": 1,
+                "type": "cancel_ack",
+                "timestamp": STAMP,
+                "data": {
+                    "order_id": "ORD_1",
+                    "client_order_id": None,
+                    "status": "done",
+                    "cancelled_quantity": 1,
+                    "reason": "x",
+                },
+            },
+            "data.status = 'done' is not one of",
+        ),
+        (
+            {"seq": 1, "type": "pong", "timestamp": STAMP, "data": {"extra": 1}},
+            "data.extra is not declared",
+        ),
+    ],
+)
+def test_the_checker_names_what_is_wrong(frame: dict[str, Any], problem: str) -> None:
+    problems = frame_problems(frame)
+    assert any(problem in p for p in problems), problems
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_every_frame_of_an_order_flow_matches_its_declaration(
+    matching: object,
+    make_team: MakeTeam,
+    instruments: list[str],
+    api: Callable[[str | None], APIClient],
+    order_body: Callable[..., dict[str, object]],
+) -> None:
+    buyer, buyer_key = await sync_to_async(make_team)()
+    seller, seller_key = await sync_to_async(make_team)()
+    sockets = []
+    for key in (buyer_key, seller_key):
+        ws = WebsocketCommunicator(application, f"/ws?api_key={key}")
+        assert (await ws.connect(timeout=5))[0]
+        sockets.append(ws)
+    post = sync_to_async(lambda key, **fields: api(key).post("/orders", order_body(**fields), format="json"))
+    assert (await post(buyer_key, client_order_id="b1", quantity=10)).json()["status"] == "accepted"
+    assert (await post(seller_key, side="sell", quantity=4, time_in_force="ioc")).json()["filled_quantity"] == 4
+    assert (await post(seller_key, instrument_id="NOT_LISTED")).json()["error_code"] == "INVALID_INSTRUMENT"
+    cancel = await sync_to_async(lambda: api(buyer_key).delete("/orders/ORD_1"))()
+    assert cancel.json()["status"] == "cancelled"
+    again = await sync_to_async(lambda: api(buyer_key).delete("/orders/ORD_1"))()
+    assert again.json()["error_code"] == "ORDER_ALREADY_CANCELLED"
+    await sockets[0].send_json_to({"action": "ping"})
+    await sockets[1].send_json_to({"action": "no such thing"})
+    seen: dict[str, int] = {}
+    for ws in sockets:
+        while not await ws.receive_nothing(timeout=1.0, interval=0.01):
+            frame = await ws.receive_json_from()
+            assert frame_problems(frame) == [], frame
+            seen[frame["type"]] = seen.get(frame["type"], 0) + 1
+        await ws.disconnect()
+    expected = {
+        "position_snapshot",
+        "new_order_ack",
+        "execution_report",
+        "trade",
+        "market_data",
+        "cancel_ack",
+        "cancel_reject",
+        "new_order_reject",
+        "pong",
+        "error",
+    }
+    assert expected <= seen.keys(), seen
