@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
@@ -116,12 +117,17 @@ class RolePolicyAdmin(admin.ModelAdmin):
         return False  # one row per role, created with the defaults
 
     def save_model(self, request: HttpRequest, obj: RolePolicy, form: Any, change: bool) -> None:
-        """The same path as ``manage.py set_role``: through the matching worker, into the audit log."""
+        """The same path as ``manage.py set_role``: through the matching worker, into the audit log.
+
+        Sent once the admin's own transaction is over: the worker writes the change in its batch
+        transaction, which must not wait on this request's (on SQLite it holds the write lock)."""
         values = {name: form.cleaned_data[name] for name in form.changed_data if name in ROLE_SETTINGS}
-        if not values:
-            return
+        if values:
+            transaction.on_commit(lambda: self._role_set(request, obj.role, values))
+
+    def _role_set(self, request: HttpRequest, role: str, values: dict[str, Any]) -> None:
         try:
-            update = role_set(obj.role, f"admin ({request.user})", **values)
+            update = role_set(role, f"admin ({request.user})", **values)
         except OperatorError as error:
             self.message_user(request, str(error), messages.ERROR)
             return

@@ -83,12 +83,10 @@ def instruments(db: None) -> list[str]:
 
 def reset_matching_queue() -> None:
     """Forget the matching queue's keys: a test's database starts empty, so must its queue."""
-    from accounts.keycache import DIRECTORY
-    from exchange.matching import queue
-    from exchange.matching.publish import ROLE_RATES
+    from exchange.matching.queue import forget
     from tradinggame.redis_clients import sync_client
 
-    sync_client().delete(queue.QUEUE, queue.INFLIGHT, queue.SEQ, queue.DECIDED, DIRECTORY, ROLE_RATES)
+    forget(sync_client())
 
 
 @pytest.fixture

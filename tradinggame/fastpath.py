@@ -46,7 +46,10 @@ async def serve_order_path(scope: dict[str, Any], receive: Receive, send: Send) 
         body = await read_body(receive)
         if body is None:
             reply = wire.refused_order_reply(
-                clock.iso(clock.now()), RejectCode.PAYLOAD_TOO_LARGE, f"the body is larger than {MAX_BODY} bytes"
+                clock.iso(clock.now()),
+                RejectCode.PAYLOAD_TOO_LARGE,
+                f"the body is larger than {MAX_BODY} bytes",
+                details={"max_bytes": MAX_BODY},
             )
             status, payload, extra = 413, orjson.dumps(reply), order_views.JSON
         else:

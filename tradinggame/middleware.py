@@ -8,6 +8,8 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from exchange import clock, wire
+from exchange.codes import RejectCode
 from tradinggame.errors import error_body
 
 MAX_BODY_BYTES = 64 * 1024
@@ -21,11 +23,12 @@ def _too_large(request: HttpRequest) -> HttpResponse | None:
     if length <= MAX_BODY_BYTES:
         return None
     message = f"the body is larger than {MAX_BODY_BYTES} bytes"
+    details = {"max_bytes": MAX_BODY_BYTES}
     if request.path == "/orders" and request.method == "POST":
-        from exchange.api.views import order_reply
-
-        return JsonResponse(order_reply(None, None, error_code="INVALID_JSON", error_message=message), status=413)
-    return JsonResponse(error_body("INVALID_JSON", message, {"max_bytes": MAX_BODY_BYTES}), status=413)
+        stamp = clock.iso(clock.now())
+        reply = wire.refused_order_reply(stamp, RejectCode.PAYLOAD_TOO_LARGE, message, details=details)
+        return JsonResponse(reply, status=413)
+    return JsonResponse(error_body(RejectCode.PAYLOAD_TOO_LARGE, message, details), status=413)
 
 
 class BodySizeLimit:

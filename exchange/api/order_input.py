@@ -47,7 +47,10 @@ def _reject_constant(name: str) -> Any:
 def parse_body(body: bytes) -> dict[str, Any]:
     if len(body) > MAX_BODY:
         raise OrderFormError(
-            RejectCode.PAYLOAD_TOO_LARGE, f"the body is larger than {MAX_BODY} bytes", {"max_bytes": MAX_BODY}, status=413
+            RejectCode.PAYLOAD_TOO_LARGE,
+            f"the body is larger than {MAX_BODY} bytes",
+            {"max_bytes": MAX_BODY},
+            status=413,
         )
     try:
         data = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
@@ -107,7 +110,11 @@ def order_request(data: dict[str, Any]) -> OrderRequest:
     if order_type == "market":
         if price is not None:
             raise OrderFormError(RejectCode.PRICE_NOT_ALLOWED, "market orders take no price", {"field": "price"})
-        time_in_force = "ioc"
+        if tif in ("gtc", "day"):
+            raise OrderFormError(
+                RejectCode.INVALID_TIME_IN_FORCE, "a market order takes ioc or fok", {"field": "time_in_force"}
+            )
+        time_in_force = tif or "ioc"
     else:
         if price is None:
             raise OrderFormError(RejectCode.MISSING_PRICE, "limit orders need a price", {"field": "price"})

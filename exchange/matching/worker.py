@@ -220,8 +220,9 @@ class MatchingWorker:
             self.last_decided = batch.last_id = batch.current = command_id
             kind = command.get("k")
             handler = getattr(self, f"_do_{kind}", None)
-            if handler is None:
+            if handler is None:  # journalled as refused; its kind cut to the column's width
                 result = orjson.dumps({"error": f"unknown command {kind!r}"}).decode()
+                kind = str(kind)[:16]
             else:
                 result = handler(batch, command_id, command)
             batch.journal.append((command_id, kind, command.get("t"), orjson.dumps(command).decode(), result, now))

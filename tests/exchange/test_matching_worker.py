@@ -1,169 +1,297 @@
-"""The matching worker against the database: fills, fees, positions, cash, messages,
-idempotence and rebuilding the books."""
+"""The matching worker against the database: a batch's rows in one transaction (orders, trades,
+fills, positions, cash, journal, operator writes), the state rebuilt from them at start, commands
+decided once, and a batch that fails."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
+import orjson
 import pytest
 
-from exchange.models import Account, Command, Fill, Order, Position, Trade
-from exchange.services import matching
-from exchange.services.matching import MatchingWorker
+from accounts.models import Team
+from exchange.engine import Phase
+from exchange.invariants import books_differences, database_violations
+from exchange.matching import queue
+from exchange.matching.commit import write_batch
+from exchange.matching.loop import MatchingLoop
+from exchange.matching.worker import Batch, MatchingWorker
+from exchange.models import (
+    Account,
+    Fill,
+    Game,
+    Instrument,
+    JournalEntry,
+    Order,
+    Position,
+    RoleChange,
+    RolePolicy,
+    Trade,
+)
+from tradinggame.redis_clients import sync_client
+
+pytestmark = pytest.mark.django_db
+MakeTeam = Callable[..., tuple[Team, str]]
+WEB = "web-1"
 
 
-@pytest.fixture
-def worker(db) -> MatchingWorker:
-    return MatchingWorker()
+class Runner:
+    """A worker started from the database; each ``run`` decides one batch and commits it."""
+
+    def __init__(self) -> None:
+        self.worker = MatchingWorker()
+        self.worker.load()
+        self.stored_accounts = set(Account.objects.values_list("team_id", flat=True))
+
+    def run(self, *commands: dict[str, Any]) -> Batch:
+        first = self.worker.last_decided + 1
+        return self.commit([(first + n, command) for n, command in enumerate(commands)])
+
+    def commit(self, numbered: list[tuple[int, dict[str, Any]]]) -> Batch:
+        batch = self.worker.decide(numbered)
+        write_batch(batch, self.worker.teams, self.worker.stored_positions, self.stored_accounts)
+        return batch
 
 
-@pytest.fixture
-def sent(monkeypatch) -> list[dict]:
-    """Every outbox the worker publishes, captured instead of sent."""
-    outboxes: list = []
-    monkeypatch.setattr(matching.Outbox, "send_on_commit", lambda self: outboxes.append(self))
-    return outboxes
+def submit(team: Team, **fields: Any) -> dict[str, Any]:
+    command = {
+        "k": "s",
+        "t": team.pk,
+        "r": WEB,
+        "i": "SPX_4500_CALL",
+        "s": "buy",
+        "y": "limit",
+        "f": "gtc",
+        "p": "100.0",
+        "q": 10,
+    }
+    command.update(fields)
+    return command
 
 
-def submit(api, key, **fields) -> int:
-    body = {"instrument_id": "SPX_4500_CALL", "order_type": "limit", "side": "buy", "quantity": 10, "price": 100.0}
-    body.update(fields)
-    reply = api(key).post("/orders", body, format="json").json()
-    assert reply["status"] == "accepted", reply
-    return int(reply["order_id"][4:])
+def replies(batch: Batch) -> list[Any]:
+    return [reply for _, reply in batch.verdicts[WEB]]
 
 
-def frames(outboxes, team) -> list[tuple[str, dict]]:
-    return [(m["type"], m["data"]) for box in outboxes for m in box.private.get(team.pk, [])]
+def frames(batch: Batch, team: Team) -> list[tuple[str, dict[str, Any]]]:
+    return [(kind, json.loads(data)) for kind, _, data, _ in batch.private.get(team.pk, [])]
 
 
-def test_crossing_orders_trade_with_fees_positions_and_cash(make_team, instruments, api, worker, sent) -> None:
-    maker, maker_key = make_team("market_maker")
-    taker, taker_key = make_team("hedge_fund")
-    buy = submit(api, maker_key, client_order_id="MY_ORDER_001")
-    sell = submit(api, taker_key, side="sell", quantity=4)
-    assert worker.drain() == 2
+def snapshot() -> list[tuple[Any, ...]]:
+    return list(Order.objects.order_by("id").values_list("id", "status", "filled_quantity", "remaining_quantity"))
+
+
+def test_crossing_orders_trade_with_fees_positions_and_cash(make_team: MakeTeam, instruments: list[str]) -> None:
+    maker, _ = make_team("market_maker")
+    taker, _ = make_team("hedge_fund")
+    batch = Runner().run(submit(maker, c="MY_ORDER_001"), submit(taker, s="sell", q=4))
+    buy, sell = (int(reply["order_id"][4:]) for reply in replies(batch))
 
     trade = Trade.objects.get()
     assert (trade.price, trade.quantity, trade.aggressor_side) == (Decimal("100.0000"), 4, "sell")
     buy_order, sell_order = Order.objects.get(pk=buy), Order.objects.get(pk=sell)
     assert (buy_order.status, buy_order.filled_quantity, buy_order.remaining_quantity) == ("partially_filled", 4, 6)
     assert (sell_order.status, sell_order.filled_quantity, sell_order.remaining_quantity) == ("filled", 4, 0)
+    assert (buy_order.accepted_seq, sell_order.accepted_seq) == (1, 2)  # arrival order: the command ids
     assert buy_order.fees == Decimal("-0.08") and sell_order.fees == Decimal("0.08")
     assert Position.objects.get(team=maker).quantity == 4 and Position.objects.get(team=taker).quantity == -4
     assert Account.objects.get(team=maker).cash == Decimal(-100 * 4 * 100) + Decimal("0.08")
     assert Account.objects.get(team=taker).cash == Decimal(100 * 4 * 100) - Decimal("0.08")
-    assert not Command.objects.filter(processed_at__isnull=True).exists()
+    fills = {f.liquidity_type: f for f in Fill.objects.all()}
+    assert (fills["maker"].order_id, fills["maker"].position_after) == (buy, 4)
+    assert (fills["taker"].order_id, fills["taker"].position_after) == (sell, -4)
+    assert list(JournalEntry.objects.values_list("id", "kind", "team_id")) == [(1, "s", maker.pk), (2, "s", taker.pk)]
 
-    maker_frames = frames(sent, maker)
-    assert [t for t, _ in maker_frames] == ["new_order_ack", "execution_report"]
-    ack, report = maker_frames[0][1], maker_frames[1][1]
-    assert ack == {
-        "order_id": f"ORD_{buy}", "client_order_id": "MY_ORDER_001", "instrument_id": "SPX_4500_CALL", "side": "buy",
-        "quantity": 10, "order_type": "limit", "price": 100.0, "time_in_force": "gtc", "status": "new",
-    }
-    assert report == {
-        "order_id": f"ORD_{buy}", "client_order_id": "MY_ORDER_001", "trade_id": trade.trade_id,
-        "instrument_id": "SPX_4500_CALL", "side": "buy", "executed_quantity": 4, "executed_price": 100.0,
-        "remaining_quantity": 6, "order_status": "partially_filled", "liquidity_type": "maker", "fees": -0.08,
+    maker_frames = frames(batch, maker)
+    assert [kind for kind, _ in maker_frames] == ["new_order_ack", "execution_report"]
+    assert maker_frames[1][1] == {
+        "order_id": f"ORD_{buy}",
+        "client_order_id": "MY_ORDER_001",
+        "trade_id": f"TRD_{trade.pk}",
+        "instrument_id": "SPX_4500_CALL",
+        "side": "buy",
+        "executed_quantity": 4,
+        "executed_price": 100.0,
+        "remaining_quantity": 6,
+        "order_status": "partially_filled",
+        "liquidity_type": "maker",
+        "fees": -0.08,
         "position": 4,
     }
-    taker_frames = frames(sent, taker)
-    assert [t for t, _ in taker_frames] == ["new_order_ack", "execution_report"]
+    taker_frames = frames(batch, taker)
+    assert [kind for kind, _ in taker_frames] == ["new_order_ack", "execution_report"]
     assert taker_frames[1][1]["liquidity_type"] == "taker" and taker_frames[1][1]["fees"] == 0.08
     assert taker_frames[1][1]["position"] == -4 and taker_frames[1][1]["order_status"] == "filled"
-    public = [m["type"] for box in sent for m in box.public]
-    assert "trade" in public and "market_data" in public
+    assert replies(batch)[1]["filled_quantity"] == 4 and replies(batch)[1]["average_price"] == 100.0
+    assert not any(database_violations().values())
 
 
-def test_market_order_on_empty_book_is_acked_then_cancelled(make_team, instruments, api, worker, sent) -> None:
-    team, key = make_team()
-    order_id = submit(api, key, order_type="market", price=None)
-    worker.drain()
-    order = Order.objects.get(pk=order_id)
-    assert (order.status, order.cancelled_quantity, order.cancel_reason) == ("cancelled", 10, "ioc_remainder")
-    types = [t for t, _ in frames(sent, team)]
-    assert types == ["new_order_ack", "cancel_ack"]
+def test_a_team_registered_after_the_start_trades_in_one_batch(make_team: MakeTeam, instruments: list[str]) -> None:
+    runner = Runner()
+    maker, _ = make_team("market_maker")  # registration opens its account row
+    taker, _ = make_team("market_maker")
+    batch = runner.run(submit(maker), submit(taker, s="sell", q=3))
+    assert replies(batch)[1]["filled_quantity"] == 3
+    assert Account.objects.get(team=maker).cash == Decimal(-300 * 100) + Decimal("0.06")
+    assert Account.objects.get(team=taker).cash == Decimal(300 * 100) - Decimal("0.03")
+    assert Position.objects.get(team=maker).quantity == 3
 
 
-def test_draining_twice_or_from_a_fresh_worker_changes_nothing(make_team, instruments, api, worker, sent) -> None:
-    _, a = make_team()
-    _, b = make_team()
-    for price in (99.0, 100.0, 101.0):
-        submit(api, a, price=price)
-    submit(api, b, side="sell", quantity=15, price=100.0)
-    worker.drain()
-    snapshot = list(Order.objects.values_list("id", "status", "filled_quantity", "remaining_quantity"))
-    assert worker.drain() == 0
-    # A redelivered wake-up on a worker that restarted: books rebuilt, nothing applied twice.
-    fresh = MatchingWorker()
-    assert fresh.drain() == 0
-    assert list(Order.objects.values_list("id", "status", "filled_quantity", "remaining_quantity")) == snapshot
+def test_stored_orders_are_open_or_final_never_pending(make_team: MakeTeam, instruments: list[str]) -> None:
+    team, _ = make_team()
+    runner = Runner()
+    runner.run(
+        submit(team),
+        submit(team, i="SPX_9999_CALL", c="unknown"),
+        submit(team, y="market", f="ioc", p=None),
+        submit(team, q=5000),
+    )
+    rows = {o.pk: o for o in Order.objects.all()}
+    assert [rows[pk].status for pk in sorted(rows)] == ["new", "rejected", "cancelled", "rejected"]
+    unknown = rows[2]
+    assert (unknown.instrument_id, unknown.instrument_symbol, unknown.error_code) == (
+        None,
+        "SPX_9999_CALL",
+        "INVALID_INSTRUMENT",
+    )
+    assert (unknown.remaining_quantity, unknown.accepted_seq, unknown.client_order_id) == (0, None, "unknown")
+    assert (rows[3].cancel_reason, rows[3].cancelled_quantity) == ("ioc_remainder", 10)
+    assert rows[4].error_code == "ORDER_SIZE_LIMIT_EXCEEDED"
+    assert books_differences(runner.worker.engine.resting_orders()) == []
+
+
+def test_a_restarted_worker_has_the_same_books_and_decides_nothing_twice(
+    make_team: MakeTeam, instruments: list[str]
+) -> None:
+    a, _ = make_team()
+    b, _ = make_team()
+    runner = Runner()
+    commands = [(n + 1, submit(a, p=price)) for n, price in enumerate(("99.0", "100.0", "101.0"))]
+    commands.append((4, submit(b, s="sell", q=15, p="100.0")))
+    runner.commit(commands)
+    before = snapshot()
     assert Trade.objects.count() == 2 and Fill.objects.count() == 4
-    resting = [(o.order_id, o.remaining) for o in fresh.engine.resting_orders()]
-    assert resting == [(o.order_id, o.remaining) for o in worker.engine.resting_orders()]
-    in_database = Order.objects.filter(status__in=["new", "partially_filled"])
-    assert sorted(resting) == [(o.pk, o.remaining_quantity) for o in in_database.order_by("id")]
+
+    again = Runner()  # a redelivered batch after a restart: the journal says it was decided
+    batch = again.commit(commands)
+    assert len(batch) == 0 and batch.new_orders == [] and not batch.verdicts
+    assert snapshot() == before and Trade.objects.count() == 2
+    resting = sorted((o.order_id, o.remaining) for o in again.worker.engine.resting_orders())
+    assert resting == sorted((o.order_id, o.remaining) for o in runner.worker.engine.resting_orders())
+    assert books_differences(again.worker.engine.resting_orders()) == []
+    assert (again.worker.next_order, again.worker.next_trade, again.worker.last_decided) == (5, 3, 4)
+    assert again.worker.teams[a.pk].open_buy["SPX_4500_CALL"] == 10 + 5  # 99, and 100 with 5 left; 101 filled
+    assert replies(again.run(submit(a, p="98.0")))[0]["order_id"] == "ORD_5"
 
 
-def test_a_rebuilt_book_keeps_time_priority(make_team, instruments, api, sent) -> None:
-    _, first = make_team()
-    _, second = make_team()
-    _, taker = make_team()
-    early = submit(api, first, price=100.0, quantity=5)
-    late = submit(api, second, price=100.0, quantity=5)
-    MatchingWorker().drain()
-    submit(api, taker, side="sell", quantity=5, price=100.0)
-    MatchingWorker().drain()  # a new worker: books come from the database
+def test_a_rebuilt_book_keeps_time_priority(make_team: MakeTeam, instruments: list[str]) -> None:
+    first, _ = make_team()
+    second, _ = make_team()
+    taker, _ = make_team()
+    batch = Runner().run(submit(first, q=5), submit(second, q=5))
+    early, late = (int(reply["order_id"][4:]) for reply in replies(batch))
+    Runner().run(submit(taker, s="sell", q=5))  # a new worker: books come from the database
     assert Order.objects.get(pk=early).status == "filled"
     assert Order.objects.get(pk=late).status == "new"
 
 
-def test_a_failing_command_is_set_aside_and_the_rest_proceed(make_team, instruments, api, worker, sent, monkeypatch) -> None:
-    team, key = make_team()
-    bad = submit(api, key, price=100.0)
-    good = submit(api, key, price=99.0, client_order_id="ok")
-    original = MatchingWorker._run
-
-    def run(self, command):
-        if command.order_id == bad:
-            raise RuntimeError("boom")
-        return original(self, command)
-
-    monkeypatch.setattr(MatchingWorker, "_run", run)
-    assert worker.drain() == 1
-    assert Order.objects.get(pk=bad).status == "rejected" and Order.objects.get(pk=bad).error_code == "ENGINE_ERROR"
-    assert Order.objects.get(pk=good).status == "new"
-    assert not Command.objects.filter(processed_at__isnull=True).exists()
+def test_resends_are_recognised_after_a_restart(make_team: MakeTeam, instruments: list[str]) -> None:
+    team, _ = make_team()
+    first = replies(Runner().run(submit(team, c="A"), submit(team, c="B", q=5000)))
+    runner = Runner()
+    batch = runner.run(submit(team, c="A"), submit(team, c="B", q=5000), submit(team, c="A", p="99.0"))
+    resent_open, resent_rejected, duplicate = replies(batch)
+    assert (resent_open["order_id"], resent_open["status"]) == (first[0]["order_id"], "accepted")
+    assert (resent_rejected["order_id"], resent_rejected["error_code"]) == (
+        first[1]["order_id"],
+        "ORDER_SIZE_LIMIT_EXCEEDED",
+    )
+    assert duplicate["error_code"] == "DUPLICATE_CLIENT_ORDER_ID" and duplicate["order_id"] == "ORD_3"
+    assert Order.objects.count() == 3
 
 
-def test_books_rebuild_in_the_phase_of_the_journal_not_of_the_game_row(make_team, instruments, api, sent) -> None:
-    from exchange.models import Game
-    from exchange.services.operator import game_set_phase
-
-    MatchingWorker().drain()
-    game_set_phase("pre_open")  # journalled, not applied yet
+def test_operator_writes_commit_with_their_batch(make_team: MakeTeam, instruments: list[str]) -> None:
+    team, _ = make_team("retail")
+    runner = Runner()
+    runner.run(
+        {"k": "phase", "phase": "pre_open"},
+        {"k": "halt", "scope": "team", "target": team.pk, "halted": True},
+        {"k": "halt", "scope": "instrument", "target": "SPX_4500_PUT", "halted": True},
+        {"k": "role", "role": "retail", "changes": {"max_order_size": "7", "taker_fee": "0.04"}, "by": "ops desk"},
+    )
     assert Game.objects.get(pk=1).phase == "pre_open"
-    assert MatchingWorker._journal_phase(Game.objects.get(pk=1)) == "continuous"
-    MatchingWorker().drain()
-    assert MatchingWorker._journal_phase(Game.objects.get(pk=1)) == "pre_open"
+    assert Team.objects.get(pk=team.pk).trading_halted
+    assert Instrument.objects.get(pk="SPX_4500_PUT").halted
+    policy = RolePolicy.objects.get(role="retail")
+    assert (policy.max_order_size, policy.taker_fee) == (7, Decimal("0.04"))
+    audit = sorted(RoleChange.objects.values_list("role", "field", "old", "new", "changed_by"))
+    assert audit == [
+        ("retail", "max_order_size", "100", "7", "ops desk"),
+        ("retail", "taker_fee", "0.03", "0.04", "ops desk"),
+    ]
+    assert list(JournalEntry.objects.values_list("kind", "team_id")) == [
+        ("phase", None),
+        ("halt", None),
+        ("halt", None),
+        ("role", None),
+    ]
+
+    restarted = Runner().worker  # the next start reads what the batch wrote
+    assert restarted.game.phase == "pre_open" and restarted.engine.phase == Phase.PRE_OPEN
+    assert restarted.teams[team.pk].halted and restarted.instruments["SPX_4500_PUT"].halted
+    assert restarted.policies["retail"].max_order_size == 7
 
 
-def test_a_cancel_that_arrives_too_late_gets_a_cancel_reject(make_team, instruments, api, worker, sent) -> None:
-    from exchange.services.cancels import order_cancel_request
+def test_an_unknown_command_is_journalled_and_the_batch_still_commits(
+    make_team: MakeTeam, instruments: list[str]
+) -> None:
+    team, _ = make_team()
+    batch = Runner().run({"k": "from_a_newer_web_process"}, {"no": "kind"}, submit(team))
+    assert replies(batch)[0]["status"] == "accepted"
+    first, second = JournalEntry.objects.filter(pk__in=(1, 2))
+    assert first.kind == "from_a_newer_web" and second.kind == "None"
+    assert json.loads(first.result) == {"error": "unknown command 'from_a_newer_web_process'"}
+    assert json.loads(second.result) == {"error": "unknown command None"}
+    assert Order.objects.get().status == "new"
 
-    buyer, buyer_key = make_team()
-    _, seller_key = make_team()
-    buy = submit(api, buyer_key, client_order_id="late")
-    submit(api, seller_key, side="sell")  # fills the buy before the cancel is taken
-    [request] = order_cancel_request(buyer, [buy])
-    assert request.verdict is None  # still open when asked: the engine decides
-    worker.drain()
-    types = [t for t, _ in frames(sent, buyer)]
-    assert types == ["new_order_ack", "execution_report", "cancel_reject"]
-    reject = frames(sent, buyer)[-1][1]
-    assert reject == {
-        "order_id": f"ORD_{buy}", "client_order_id": "late", "status": "cancel_rejected",
-        "error_code": "ORDER_ALREADY_FILLED", "reason": reject["reason"],
-    }
-    assert Command.objects.get(pk=request.command_id).result["error_code"] == "ORDER_ALREADY_FILLED"
+
+@pytest.fixture
+def matching_loop(transactional_db: None) -> Any:
+    """A matching loop started from the database, driven by hand; its Redis keys go at the end."""
+    client = sync_client()
+    queue.forget(client)
+    loop = MatchingLoop()
+    yield loop
+    queue.forget(client)
+
+
+@pytest.mark.django_db(transaction=True)  # the loop closes and reopens its database connection
+def test_a_failing_command_is_set_aside_and_the_rest_proceed(
+    make_team: MakeTeam, instruments: list[str], matching_loop: MatchingLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    team, _ = make_team()
+    matching_loop.start()
+    original = MatchingWorker._do_s
+
+    def failing(self: MatchingWorker, batch: Batch, command_id: int, command: dict[str, Any]) -> str:
+        if command.get("c") == "boom":
+            raise RuntimeError("boom")
+        return original(self, batch, command_id, command)
+
+    monkeypatch.setattr(MatchingWorker, "_do_s", failing)
+    items = [
+        b"1 " + orjson.dumps(submit(team, c="boom")),
+        b"2 " + orjson.dumps(submit(team, c="ok", p="99.0")),
+    ]
+    sync_client().rpush(queue.INFLIGHT, *items)
+    matching_loop.process(items)
+    assert list(JournalEntry.objects.values_list("id", "kind")) == [(1, "s"), (2, "s")]
+    assert json.loads(JournalEntry.objects.get(pk=1).result) == {"error": "ENGINE_ERROR"}
+    [order] = Order.objects.all()
+    assert (order.client_order_id, order.status, order.accepted_seq) == ("ok", "new", 2)
+    assert sync_client().llen(queue.INFLIGHT) == 0
+    assert matching_loop.worker.last_decided == 2
+    assert books_differences(matching_loop.worker.engine.resting_orders()) == []

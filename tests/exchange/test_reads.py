@@ -1,15 +1,23 @@
-"""Read endpoints: account with P&L, order book depth, order history, game, instruments."""
+"""Read endpoints: account with P&L, order book depth, order history, game, instruments; each
+read right after the order replies, which come only once the worker committed."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 import pytest
+from rest_framework.test import APIClient
 
-from exchange.services.matching import MatchingWorker
+from accounts.models import Team
+
+pytestmark = pytest.mark.django_db(transaction=True)
+MakeTeam = Callable[..., tuple[Team, str]]
+Api = Callable[..., APIClient]
 
 
-def submit(api, key, **fields) -> str:
+def submit(api: Api, key: str, **fields: Any) -> str:
     body = {"instrument_id": "SPX_4500_CALL", "order_type": "limit", "side": "buy", "quantity": 10, "price": 100.0}
     body.update(fields)
     reply = api(key).post("/orders", body, format="json").json()
@@ -18,21 +26,21 @@ def submit(api, key, **fields) -> str:
 
 
 @pytest.fixture
-def two_teams(make_team, instruments):
+def two_teams(
+    make_team: MakeTeam, instruments: list[str], no_rate_limit: None
+) -> tuple[tuple[Team, str], tuple[Team, str]]:
     return make_team("market_maker"), make_team("hedge_fund")
 
 
-def test_account_pnl_by_average_cost(two_teams, api) -> None:
+def test_account_pnl_by_average_cost(
+    two_teams: tuple[tuple[Team, str], tuple[Team, str]], api: Api, matching: object
+) -> None:
     (_, mm), (_, hf) = two_teams
-    worker = MatchingWorker()
     submit(api, mm, quantity=10, price=100.0)  # mm buys 10 @ 100 (maker)
     submit(api, hf, side="sell", quantity=10, price=100.0)
-    worker.drain()
     submit(api, mm, side="sell", quantity=4, price=103.0)  # mm sells 4 @ 103 (maker)
     submit(api, hf, side="buy", quantity=4, price=103.0)
-    worker.drain()
     submit(api, hf, side="sell", quantity=1, price=101.0)  # a lone ask: one-sided book, marked at the last trade
-    worker.drain()
     account = api(mm).get("/account").json()
     assert account["role"] == "market_maker" and account["portfolio_limit"] == 200
     # realized: 4 × (103 − 100) × 100 = 1200; fees: 14 contracts × −0.02 = −0.28 (a rebate)
@@ -48,13 +56,14 @@ def test_account_pnl_by_average_cost(two_teams, api) -> None:
     assert account["portfolio_used"] == 6
 
 
-def test_order_book_depth_and_last_trade(two_teams, api) -> None:
+def test_order_book_depth_and_last_trade(
+    two_teams: tuple[tuple[Team, str], tuple[Team, str]], api: Api, matching: object
+) -> None:
     (_, mm), (_, hf) = two_teams
     for price, quantity in ((99.0, 5), (99.0, 3), (98.5, 2)):
         submit(api, mm, price=price, quantity=quantity)
     submit(api, hf, side="sell", price=101.0, quantity=7)
     submit(api, hf, side="sell", price=99.0, quantity=1, time_in_force="ioc")
-    MatchingWorker().drain()
     book = api(mm).get("/orderbook/SPX_4500_CALL?depth=1").json()
     assert book["bids"] == [{"price": 99.0, "quantity": 7}] and book["asks"] == [{"price": 101.0, "quantity": 7}]
     assert book["last_trade"]["price"] == 99.0 and book["last_trade"]["quantity"] == 1
@@ -64,12 +73,13 @@ def test_order_book_depth_and_last_trade(two_teams, api) -> None:
     assert api(mm).get("/orderbook/NOPE").status_code == 404
 
 
-def test_order_history_and_one_order_with_fills(two_teams, api) -> None:
+def test_order_history_and_one_order_with_fills(
+    two_teams: tuple[tuple[Team, str], tuple[Team, str]], api: Api, matching: object
+) -> None:
     (_, mm), (_, hf) = two_teams
     first = submit(api, mm, price=100.0, quantity=5)
     second = submit(api, mm, price=99.0, quantity=5)
     submit(api, hf, side="sell", price=100.0, quantity=5)
-    MatchingWorker().drain()
     assert [o["order_id"] for o in api(mm).get("/orders").json()["orders"]] == [second]
     history = api(mm).get("/orders?status=all").json()["orders"]
     assert [(o["order_id"], o["status"]) for o in history] == [(first, "filled"), (second, "new")]
@@ -85,15 +95,37 @@ def test_order_history_and_one_order_with_fills(two_teams, api) -> None:
     assert api(mm).get("/fills?since_trade_id=ORD_1").status_code == 400
 
 
-def test_game_and_instruments(two_teams, api) -> None:
+def test_an_accepted_order_reads_back_at_once(
+    two_teams: tuple[tuple[Team, str], tuple[Team, str]], api: Api, matching: object
+) -> None:
+    (_, mm), _ = two_teams
+    order_id = submit(api, mm, client_order_id="now")
+    one = api(mm).get(f"/orders/{order_id}").json()
+    assert (one["order_id"], one["status"], one["client_order_id"], one["remaining_quantity"]) == (
+        order_id,
+        "new",
+        "now",
+        10,
+    )
+    assert [o["order_id"] for o in api(mm).get("/orders").json()["orders"]] == [order_id]
+
+
+def test_game_and_instruments(two_teams: tuple[tuple[Team, str], tuple[Team, str]], api: Api) -> None:
     (_, mm), _ = two_teams
     game = api(mm).get("/game").json()
     assert game["phase"] == "continuous" and game["server_time"].endswith("Z")
     instruments = api(mm).get("/instruments").json()["instruments"]
     call = next(i for i in instruments if i["instrument_id"] == "SPX_4500_CALL")
     assert call == {
-        "instrument_id": "SPX_4500_CALL", "underlying": "SPX", "option_type": "call", "strike": 4500.0,
-        "expiry": None, "tick_size": 0.01, "multiplier": 100, "max_order_size": 1000, "status": "active",
+        "instrument_id": "SPX_4500_CALL",
+        "underlying": "SPX",
+        "option_type": "call",
+        "strike": 4500.0,
+        "expiry": None,
+        "tick_size": 0.01,
+        "multiplier": 100,
+        "max_order_size": 1000,
+        "status": "active",
     }
 
 
@@ -105,13 +137,13 @@ def test_game_and_instruments(two_teams, api) -> None:
         "/orderbook/SPX_4500_CALL?depth=%C2%B2",
     ],
 )
-def test_odd_query_values_are_400(two_teams, api, path) -> None:
+def test_odd_query_values_are_400(two_teams: tuple[tuple[Team, str], tuple[Team, str]], api: Api, path: str) -> None:
     (_, mm), _ = two_teams
     response = api(mm).get(path)
     assert response.status_code == 400 and response.json()["error"]["code"] == "INVALID_REQUEST"
 
 
-def test_a_far_utc_offset_is_read_in_utc(two_teams, api) -> None:
+def test_a_far_utc_offset_is_read_in_utc(two_teams: tuple[tuple[Team, str], tuple[Team, str]], api: Api) -> None:
     (_, mm), _ = two_teams
     response = api(mm).get("/orders?since=2536-08-31T20:28:14.206275-18:56")
     assert response.status_code == 200 and response.json() == {"orders": []}

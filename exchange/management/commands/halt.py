@@ -38,6 +38,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        change = halt(**scope_of(options), cancel_resting=options["cancel_resting"])
+        try:
+            change = halt(**scope_of(options), cancel_resting=options["cancel_resting"])
+        except OperatorError as error:
+            raise CommandError(str(error)) from error
         for line in change.summary():
             self.stdout.write(line)

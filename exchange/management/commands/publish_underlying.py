@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from exchange.services.market_info import underlying_publish
+from exchange.services.market_info import MarketInfoUnavailable, underlying_publish
 
 
 class Command(BaseCommand):
@@ -23,4 +23,6 @@ class Command(BaseCommand):
             underlying_publish(symbol.upper(), value)
         except (InvalidOperation, ValueError) as error:
             raise CommandError(f"price must be a positive number: {error}") from None
+        except MarketInfoUnavailable as error:
+            raise CommandError(f"the matching worker cannot send it: {error}") from None
         self.stdout.write(f"underlying {symbol.upper()} {value} sent to every connection")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from exchange.management.commands.halt import add_scope_arguments, scope_of
-from exchange.services.operator import resume
+from exchange.services.operator import OperatorError, resume
 
 
 class Command(BaseCommand):
@@ -17,5 +17,9 @@ class Command(BaseCommand):
         add_scope_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        for line in resume(**scope_of(options)).summary():
+        try:
+            change = resume(**scope_of(options))
+        except OperatorError as error:
+            raise CommandError(str(error)) from error
+        for line in change.summary():
             self.stdout.write(line)

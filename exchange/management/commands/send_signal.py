@@ -9,12 +9,12 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from accounts.models import Role
-from exchange.services.market_info import signal_publish
+from exchange.services.market_info import MarketInfoUnavailable, signal_publish
 from exchange.services.operator import OperatorError, team_lookup
 
 
 class Command(BaseCommand):
-    help = "Send a `signal` frame, e.g. send_signal volatility_forecast --role hedge_fund --data '{\"regime\": \"high\"}'"
+    help = 'Send a `signal` frame, e.g. send_signal volatility_forecast --role hedge_fund --data \'{"regime": "high"}\''
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("signal_type", help="e.g. volatility_forecast, tracking_error")
@@ -23,7 +23,9 @@ class Command(BaseCommand):
         target.add_argument("--team", help="team name or TEAM_<n>")
         parser.add_argument("--data", default="{}", help="a JSON object of the signal's fields")
 
-    def handle(self, *args: Any, signal_type: str, role: str | None, team: str | None, data: str, **options: Any) -> None:
+    def handle(
+        self, *args: Any, signal_type: str, role: str | None, team: str | None, data: str, **options: Any
+    ) -> None:
         try:
             fields = json.loads(data)
         except ValueError:
@@ -35,4 +37,6 @@ class Command(BaseCommand):
             sent = signal_publish(signal_type, fields, role=role, team=receiver)
         except (ValueError, OperatorError) as error:
             raise CommandError(str(error)) from None
+        except MarketInfoUnavailable as error:
+            raise CommandError(f"the matching worker cannot send it: {error}") from None
         self.stdout.write(f"signal {signal_type} sent to {sent} team(s)")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from exchange.models import Phase
-from exchange.services.operator import game_set_phase
+from exchange.services.operator import OperatorError, game_set_phase
 
 
 class Command(BaseCommand):
@@ -17,5 +17,9 @@ class Command(BaseCommand):
         parser.add_argument("phase", choices=list(Phase.values))
 
     def handle(self, *args: Any, phase: str, **options: Any) -> None:
-        for line in game_set_phase(phase).summary():
+        try:
+            change = game_set_phase(phase)
+        except OperatorError as error:
+            raise CommandError(str(error)) from error
+        for line in change.summary():
             self.stdout.write(line)
