@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import time
@@ -23,7 +24,7 @@ import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 
 from accounts import throttle
-from accounts.keycache import DIRECTORY, KeyCache, KeyOwner
+from accounts.keycache import CACHE_MAX, CACHE_TTL_S, DIRECTORY, KeyCache, KeyOwner
 from exchange.matching import queue
 from exchange.matching.publish import ROLE_RATES
 from tradinggame.redis_breaker import redis_on_request_path
@@ -48,9 +49,11 @@ class Gateway:
         self.web_id = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         self.client: aioredis.Redis = async_client()
         self.script = self.client.register_script(queue.ENQUEUE)
+        self.queued: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
         self.waiting: dict[int, asyncio.Future[Any]] = {}
         self.early: dict[int, tuple[Any, float]] = {}  # verdicts that beat their request's own reply
         self.keys = KeyCache()
+        self.cleared: dict[str | None, float] = {}  # address -> when it was last seen unrefused
         self.rates: dict[str, int] = {}
         self.rates_read_at = -RATES_TTL_S
         self.listening: asyncio.Event = asyncio.Event()
@@ -58,19 +61,34 @@ class Gateway:
 
     # --- authentication: the key cache, Redis on a miss ---------------------------------------------
     async def owner(self, key: str | None, address: str | None) -> KeyOwner:
+        """The key's team; an address refused for wrong keys (accounts.throttle) gets 429 before
+        its key is looked at, so a right guess from it teaches nothing."""
         if key is None:
             raise AuthRefused(401, "NOT_AUTHENTICATED", "send your API key in the X-API-Key header")
         digest, owner, fresh = self.keys.cached(key)
-        if not fresh:
+        check_block = throttle.limit() > 0 and not self._cleared(address)
+        if not fresh or check_block:
             if not redis_on_request_path.allows():
                 raise queue.unavailable()
             try:
-                raw = await self.client.hget(DIRECTORY, digest) if digest else None
+                pipe = self.client.pipeline(transaction=False)
+                if check_block:
+                    pipe.pttl(throttle.block_key(address))
+                if not fresh and digest:
+                    pipe.hget(DIRECTORY, digest)
+                answers = await pipe.execute() if len(pipe) else []
             except (redis.RedisError, OSError) as error:
                 redis_on_request_path.trip()
                 raise queue.unavailable() from error
-            owner = self.keys.remember(digest, raw)
+            if check_block:
+                blocked_ms = int(answers.pop(0))
+                if blocked_ms > 0:
+                    raise _too_many_failed(max(1, math.ceil(blocked_ms / 1000)))
+                self.cleared[address] = time.monotonic()
+            if not fresh:
+                owner = self.keys.remember(digest, answers[0] if answers else None)
         if owner is None:
+            self.cleared.pop(address, None)
             await self._failed_key(address)
             raise AuthRefused(401, "INVALID_API_KEY", "the API key is unknown or revoked")
         if not owner.active:
@@ -91,7 +109,16 @@ class Gateway:
 
         retry_after = await sync_to_async(count, thread_sensitive=False)()
         if retry_after is not None:
-            raise AuthRefused(429, "TOO_MANY_FAILED_AUTH", "too many failed API key checks from this address", retry_after)
+            raise _too_many_failed(retry_after)
+
+    def _cleared(self, address: str | None) -> bool:
+        """Whether the address was seen unrefused within the key cache's lifetime."""
+        seen = self.cleared.get(address)
+        if seen is None or time.monotonic() - seen >= CACHE_TTL_S:
+            if len(self.cleared) >= CACHE_MAX:
+                self.cleared.clear()
+            return False
+        return True
 
     async def rate_limit(self, role: str) -> int:
         if time.monotonic() - self.rates_read_at >= RATES_TTL_S:
@@ -112,7 +139,7 @@ class Gateway:
             limit = await self.rate_limit(owner.role) if limited else 0
             window = queue.rate_key(owner.team_pk, owner.created_us) if limit else None
             keys, argv = queue.enqueue_args(queue.encode({**command, "r": self.web_id, "t": owner.team_pk}), window, limit)
-            result = await self.script(keys=keys, args=argv)
+            result = await self._enqueue(keys, argv)
         except (redis.RedisError, OSError, TimeoutError) as error:
             redis_on_request_path.trip()
             raise queue.unavailable() from error
@@ -127,6 +154,50 @@ class Gateway:
                 return await future
         finally:
             self.waiting.pop(command_id, None)
+
+    async def _enqueue(self, keys: list[str], argv: list[Any]) -> Any:
+        """Run the queue script for one command. Commands that arrive in the same turn of the
+        event loop share one pipeline: a Redis round trip costs the process ~0.1 ms of CPU,
+        several commands in one trip ~0.03 ms each. Their order in the pipeline is their order
+        of arrival, which is their order in the queue."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.queued.append((keys, argv, future))
+        if len(self.queued) == 1:
+            asyncio.get_running_loop().call_soon(self._send_queued)
+        return await future
+
+    def _send_queued(self) -> None:
+        commands, self.queued = self.queued, []
+        asyncio.get_running_loop().create_task(self._run_queued(commands))
+
+    async def _run_queued(self, commands: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> None:
+        try:
+            if len(commands) == 1:
+                keys, argv, future = commands[0]
+                results: list[Any] = [await self.script(keys=keys, args=argv)]
+            else:
+                pipe = self.client.pipeline(transaction=False)
+                for keys, argv, _ in commands:
+                    pipe.evalsha(self.script.sha, len(keys), *keys, *argv)  # the SHA is computed locally
+                results = await pipe.execute(raise_on_error=False)
+                for index, result in enumerate(results):
+                    if isinstance(result, redis.exceptions.NoScriptError):  # Redis restarted
+                        keys, argv, _ = commands[index]
+                        results[index] = await self.script(keys=keys, args=argv)
+        except BaseException as error:
+            for _, _, future in commands:
+                if not future.done():
+                    future.set_exception(error if isinstance(error, Exception) else redis.RedisError(str(error)))
+            if not isinstance(error, Exception):
+                raise
+            return
+        for (_, _, future), result in zip(commands, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
     # --- verdicts: one pub/sub channel per web process -------------------------------------------------
     async def _listen(self) -> None:
@@ -170,6 +241,12 @@ class Gateway:
                 self.early[command_id] = (verdict, now)
         if len(self.early) > 1000:
             self.early = {k: v for k, v in self.early.items() if now - v[1] < EARLY_KEEP_S}
+
+
+def _too_many_failed(retry_after_s: int) -> AuthRefused:
+    unit = "second" if retry_after_s == 1 else "seconds"
+    message = f"too many failed API key checks from this address. Retry in {retry_after_s} {unit}."
+    return AuthRefused(429, "TOO_MANY_FAILED_AUTH", message, retry_after_s)
 
 
 _gateways: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Gateway] = weakref.WeakKeyDictionary()

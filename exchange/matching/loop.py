@@ -119,8 +119,12 @@ class MatchingLoop:
     def process(self, items: list[bytes]) -> None:
         commands = [queue.decode(item) for item in items]
         try:
+            started = time.thread_time()
             batch = self.worker.decide(commands)
+            decided = time.thread_time()
             write_batch(batch, self.worker.teams, self.worker.stored_positions, self.stored_accounts)
+            self.stats.spent("decide", decided - started)
+            self.stats.spent("commit", time.thread_time() - decided)
         except Exception:
             log.exception("a batch of %d commands failed; deciding them one at a time", len(commands))
             self.one_at_a_time(commands)
@@ -130,8 +134,13 @@ class MatchingLoop:
     def finish(self, batch: Batch, inflight: bool) -> None:
         """Publish, and in the same round trip take the next batch (steady load: one round trip
         per batch besides the commit)."""
+        started = time.thread_time()
         self.next_items = self.publisher.send(batch, finished_inflight=inflight, take_next=settings.EXCHANGE_MATCHING_BATCH)
         self.marked_at = time.monotonic()
+        self.stats.spent("publish", time.thread_time() - started)
+        if self.publisher.counter_lost:
+            log.warning("the command counter was gone (Redis lost its data); seeding it again")
+            self.seed()
         self.stats.add(len(batch))
         for reply_to in batch.books_check:
             self.publisher.reply(reply_to, {"differences": books_differences(self.worker.engine.resting_orders())})
@@ -170,32 +179,40 @@ class MatchingLoop:
 
 
 class Stats:
-    """Commands and batches decided, and the thread's CPU, logged every ``EVERY_S`` while busy."""
+    """Commands and batches decided, and the matching thread's CPU (in all, and in deciding,
+    committing and publishing), logged every ``EVERY_S`` while busy."""
 
     EVERY_S = 10.0
 
     def __init__(self) -> None:
         self.commands = self.batches = 0
         self.since = time.monotonic()
-        self.cpu = time.thread_time()
+        self.cpu: float | None = None  # read on the matching thread, where it is counted
+        self.parts: dict[str, float] = {}
+
+    def spent(self, part: str, seconds: float) -> None:
+        self.parts[part] = self.parts.get(part, 0.0) + seconds
 
     def add(self, commands: int) -> None:
+        if self.cpu is None:
+            self.cpu = time.thread_time()
         self.commands += commands
         self.batches += 1
         now = time.monotonic()
         if now - self.since >= self.EVERY_S:
             if self.commands:
-                cpu = time.thread_time() - self.cpu
+                per_command = {k: f"{1000 * v / self.commands:.3f}" for k, v in self.parts.items()}
                 log.info(
-                    "%d commands in %d batches (%.1f per batch) in %.0f s; %.3f ms of CPU per command",
+                    "%d commands in %d batches (%.1f per batch) in %.0f s; ms of CPU per command: %.3f (%s)",
                     self.commands,
                     self.batches,
                     self.commands / self.batches,
                     now - self.since,
-                    1000 * cpu / self.commands,
+                    1000 * (time.thread_time() - self.cpu) / self.commands,
+                    ", ".join(f"{k} {v}" for k, v in per_command.items()),
                 )
             self.commands = self.batches = 0
-            self.since, self.cpu = now, time.thread_time()
+            self.since, self.cpu, self.parts = now, time.thread_time(), {}
 
 
 _loop: MatchingLoop | None = None

@@ -38,10 +38,8 @@ class Publisher:
         self.epoch = epoch
         self.layer = get_channel_layer()
         self.numbers: dict[str, int] = defaultdict(int)
-        # The mark runs by its SHA inside the pipeline: a registered script would first ask
-        # Redis whether it has the script (SCRIPT EXISTS), one more round trip per batch.
-        self.mark_sha = client.script_load(queue.MARK)
-        self.take_sha = client.script_load(queue.TAKE)
+        self.finish = client.register_script(queue.FINISH)
+        self.counter_lost = False  # Redis lost its data: the loop seeds the queue again
 
     def _message(self, kind: str, group: str, frames: list[Frame], sent_at: float) -> bytes:
         self.numbers[group] += 1
@@ -57,37 +55,31 @@ class Publisher:
     def send(self, batch: Batch, finished_inflight: bool, take_next: int = 0) -> list[bytes]:
         """Publish the batch; with ``take_next``, the same round trip also takes up to that many
         commands for the next batch (after the in-flight list is dropped) and returns them."""
-        pipe = self.client.pipeline(transaction=False)
         sent_at = time.time()
+        publishes: list[bytes | str] = []
         for team_pk, frames in batch.private.items():
             group = team_group(team_pk)
-            pipe.publish(layer_channel(group), self._message(TEAM_MESSAGES, group, frames, sent_at))
+            publishes += [layer_channel(group), self._message(TEAM_MESSAGES, group, frames, sent_at)]
         if batch.public:
-            pipe.publish(
-                layer_channel(MARKET_GROUP), self._message(MARKET_MESSAGES, MARKET_GROUP, batch.public, sent_at)
-            )
+            message = self._message(MARKET_MESSAGES, MARKET_GROUP, batch.public, sent_at)
+            publishes += [layer_channel(MARKET_GROUP), message]
         for web, verdicts in batch.verdicts.items():
-            pipe.publish(queue.VERDICTS + web, orjson.dumps(verdicts))
-        for reply_to, result in batch.replies:
-            pipe.rpush(queue.REPLY + reply_to, orjson.dumps(result))
-            pipe.expire(queue.REPLY + reply_to, REPLY_KEEP_S)
-        if batch.role_rates:
-            pipe.hset(ROLE_RATES, mapping=batch.role_rates)  # type: ignore[arg-type]
-        if finished_inflight:
-            pipe.delete(queue.INFLIGHT)
-        pipe.evalsha(self.mark_sha, 2, queue.DECIDED, queue.SEQ, queue.DECIDED_TTL_S)
-        if take_next:
-            pipe.evalsha(self.take_sha, 2, queue.QUEUE, queue.INFLIGHT, take_next)
-        results = pipe.execute(raise_on_error=False)
-        if any(isinstance(r, redis.exceptions.NoScriptError) for r in results):  # Redis restarted
-            self.mark_sha = self.client.script_load(queue.MARK)
-            self.take_sha = self.client.script_load(queue.TAKE)
-            self.client.evalsha(self.mark_sha, 2, queue.DECIDED, queue.SEQ, queue.DECIDED_TTL_S)
-            return []  # the loop takes the next batch itself
-        errors = [r for r in results if isinstance(r, Exception)]
-        if errors:
-            raise errors[0]
-        return list(results[-1]) if take_next else []
+            publishes += [queue.VERDICTS + web, orjson.dumps(verdicts)]
+        keys = [queue.INFLIGHT, queue.DECIDED, queue.SEQ, queue.QUEUE]
+        args = [int(finished_inflight), queue.DECIDED_TTL_S, take_next, *publishes]
+        if batch.replies or batch.role_rates:  # operator answers: rare, in the same round trip
+            pipe = self.client.pipeline(transaction=False)
+            for reply_to, result in batch.replies:
+                pipe.rpush(queue.REPLY + reply_to, orjson.dumps(result))
+                pipe.expire(queue.REPLY + reply_to, REPLY_KEEP_S)
+            if batch.role_rates:
+                pipe.hset(ROLE_RATES, mapping=batch.role_rates)  # type: ignore[arg-type]
+            self.finish(keys=keys, args=args, client=pipe)
+            counter, taken = pipe.execute()[-1]
+        else:
+            counter, taken = self.finish(keys=keys, args=args)
+        self.counter_lost = not counter
+        return list(taken)
 
     def reply(self, reply_to: str, result: Any) -> None:
         pipe = self.client.pipeline(transaction=False)
