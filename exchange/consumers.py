@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 from redis.exceptions import RedisError
 
@@ -50,6 +53,9 @@ POLICY_VIOLATION = 1008
 INTERNAL_ERROR = 1011
 TRY_AGAIN_LATER = 1013
 JOIN_TIMEOUT_S = 2.0
+# Below this many unsent bytes the transport is not paused (its high-water mark is 64 KiB), so a
+# send cannot block and needs no timeout.
+UNBLOCKED_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +92,7 @@ class TeamConsumer(AsyncWebsocketConsumer):
         self.groups_joined: tuple[str, ...] = ()
         self.registry: ConnectionRegistry | None = None
         self.ready = asyncio.Event()
+        self.admitted = asyncio.Event()  # connect finished: layer messages may be dispatched
         self.delivery: ConnectionDelivery | None = None  # set once the connection is admitted
         self.tasks: list[asyncio.Task[None]] = []
         self.unwatch_key: Callable[[], None] | None = None
@@ -129,6 +136,7 @@ class TeamConsumer(AsyncWebsocketConsumer):
             raise
         self.delivery = delivery
         self.tasks = [asyncio.create_task(self.write_frames(delivery)), asyncio.create_task(self.keep_alive())]
+        self.admitted.set()
         if self.scope.get("api_key_digest"):  # a revoked key or a disabled team: 1008 within seconds
             self.unwatch_key = watch_key(
                 self.scope["api_key_digest"], lambda reason: delivery.fail(Close(POLICY_VIOLATION, reason))
@@ -139,7 +147,7 @@ class TeamConsumer(AsyncWebsocketConsumer):
         client gets a close frame (1013, try again later) instead of a dropped socket, and the
         connection's tasks and slot are cleaned up."""
         try:
-            await super().__call__(scope, receive, send)
+            await self.serve(scope, receive, send)
         except (RedisError, OSError) as exc:
             log.warning("channel layer lost for %s: %s", getattr(self, "channel_name", "?"), exc)
             await self.disconnect(TRY_AGAIN_LATER)
@@ -147,6 +155,38 @@ class TeamConsumer(AsyncWebsocketConsumer):
                 await send(
                     {"type": "websocket.close", "code": TRY_AGAIN_LATER, "reason": "service unavailable, try again"}
                 )
+
+    async def serve(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """``AsyncConsumer.__call__`` with one long-lived reading task per source (the socket, the
+        layer). Channels' ``await_many_dispatch`` waits on both with ``asyncio.wait`` and starts a
+        new task for every message, which cost more per frame than the frame itself. Layer
+        messages are dispatched only once ``connect`` has finished, as Channels' one-at-a-time
+        dispatch guaranteed: they wait in the layer until then."""
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.channel_name = await self.channel_layer.new_channel()
+        self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+        self.base_send = send
+        pumps = [
+            asyncio.create_task(self.pump(receive)),
+            asyncio.create_task(self.pump(self.channel_receive, self.admitted)),
+        ]
+        try:
+            done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        except StopConsumer:
+            pass
+        finally:
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+
+    async def pump(self, source: Callable[[], Awaitable[dict[str, Any]]], after: asyncio.Event | None = None) -> None:
+        if after is not None:
+            await after.wait()
+        while True:
+            await self.dispatch(await source())
 
     async def join(self, team: Team, registry: ConnectionRegistry) -> bool:
         """Claim a connection slot and join the team's and the market's groups."""
@@ -207,6 +247,7 @@ class TeamConsumer(AsyncWebsocketConsumer):
     # --- writing ----------------------------------------------------------------------------------
     async def write_frames(self, delivery: ConnectionDelivery) -> None:
         """Send frames as they come until the delivery rules end the connection."""
+        transport = server_transport(self.base_send)
         try:
             while True:
                 text = delivery.next_text(time.time())
@@ -215,6 +256,10 @@ class TeamConsumer(AsyncWebsocketConsumer):
                         break
                     self.ready.clear()
                     await self.ready.wait()
+                    continue
+                if transport is not None and transport.get_write_buffer_size() < UNBLOCKED_BYTES:
+                    # The socket takes it at once: no timer to arm and cancel for this frame.
+                    await self.send(text_data=text)
                     continue
                 try:
                     async with asyncio.timeout(self.limits.send_timeout_s):

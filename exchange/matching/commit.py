@@ -7,6 +7,7 @@ database's own forms: the batch's one timestamp is adapted once, ``Decimal`` goe
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -145,43 +146,63 @@ def write_batch(
     new_accounts = [pk for pk in batch.accounts if pk not in stored_accounts]
     old_accounts = [pk for pk in batch.accounts if pk in stored_accounts]
     with transaction.atomic():
-        cursor = connection.connection.cursor()  # the driver's cursor (see _mark)
-        _run(cursor, _insert(Order, ORDER_INSERT), (order_row(o) for o in batch.new_orders))
-        _run(
-            cursor,
-            _update(Order, ORDER_UPDATE, ("id",)),
-            (
-                (o.filled, o.remaining, o.cancelled, o.notional, o.fees, o.status, o.cancel_reason, now, o.pk)
-                for o in batch.changed_orders.values()
-            ),
-        )
-        _run(cursor, _insert(Trade, TRADE_INSERT), (row[:5] + (now,) for row in batch.trades))
-        _run(cursor, _insert(Fill, FILL_INSERT), (row[:11] + (now,) for row in batch.fills))
-        _run(
-            cursor,
-            _insert(Position, ("team_id", "instrument_id", "quantity")),
-            ((team, symbol, teams[team].positions[symbol]) for team, symbol in new_positions),
-        )
-        _run(
-            cursor,
-            _update(Position, ("quantity",), ("team_id", "instrument_id")),
-            ((teams[team].positions[symbol], team, symbol) for team, symbol in old_positions),
-        )
-        # Registration opens a team's account row after the worker started: not new after all.
-        _run(
-            cursor,
-            _upsert(Account, ("team_id", "cash", "fees_paid"), "team_id"),
-            ((pk, teams[pk].cash, teams[pk].fees) for pk in new_accounts),
-        )
-        _run(
-            cursor,
-            _update(Account, ("cash", "fees_paid"), ("team_id",)),
-            ((teams[pk].cash, teams[pk].fees, pk) for pk in old_accounts),
-        )
-        _run(cursor, _insert(JournalEntry, JOURNAL_INSERT), (row[:5] + (now,) for row in batch.journal))
+        connection.ensure_connection()
+        driver = connection.connection
+        cursor = driver.cursor()  # the driver's cursor (see _mark)
+        # PostgreSQL: every statement of the batch in one pipeline, one round trip for them all
+        # rather than one each (psycopg's pipeline mode); SQLite has no round trips to save.
+        pipeline = driver.pipeline() if connection.vendor == "postgresql" else contextlib.nullcontext()
+        with pipeline:
+            _write_rows(cursor, batch, teams, now, order_row, new_positions, old_positions, new_accounts, old_accounts)
         for write in batch.operator_writes:
             write()
     for order in batch.new_orders:
         order.stored = True
     stored_positions.update(new_positions)
     stored_accounts.update(new_accounts)
+
+
+def _write_rows(
+    cursor: Any,
+    batch: Batch,
+    teams: dict[int, TeamState],
+    now: Any,
+    order_row: Any,
+    new_positions: list[tuple[int, str]],
+    old_positions: list[tuple[int, str]],
+    new_accounts: list[int],
+    old_accounts: list[int],
+) -> None:
+    _run(cursor, _insert(Order, ORDER_INSERT), (order_row(o) for o in batch.new_orders))
+    _run(
+        cursor,
+        _update(Order, ORDER_UPDATE, ("id",)),
+        (
+            (o.filled, o.remaining, o.cancelled, o.notional, o.fees, o.status, o.cancel_reason, now, o.pk)
+            for o in batch.changed_orders.values()
+        ),
+    )
+    _run(cursor, _insert(Trade, TRADE_INSERT), (row[:5] + (now,) for row in batch.trades))
+    _run(cursor, _insert(Fill, FILL_INSERT), (row[:11] + (now,) for row in batch.fills))
+    _run(
+        cursor,
+        _insert(Position, ("team_id", "instrument_id", "quantity")),
+        ((team, symbol, teams[team].positions[symbol]) for team, symbol in new_positions),
+    )
+    _run(
+        cursor,
+        _update(Position, ("quantity",), ("team_id", "instrument_id")),
+        ((teams[team].positions[symbol], team, symbol) for team, symbol in old_positions),
+    )
+    # Registration opens a team's account row after the worker started: not new after all.
+    _run(
+        cursor,
+        _upsert(Account, ("team_id", "cash", "fees_paid"), "team_id"),
+        ((pk, teams[pk].cash, teams[pk].fees) for pk in new_accounts),
+    )
+    _run(
+        cursor,
+        _update(Account, ("cash", "fees_paid"), ("team_id",)),
+        ((teams[pk].cash, teams[pk].fees, pk) for pk in old_accounts),
+    )
+    _run(cursor, _insert(JournalEntry, JOURNAL_INSERT), (row[:5] + (now,) for row in batch.journal))
