@@ -8,10 +8,12 @@ use the Redis server's clock, so web processes on different machines agree on "e
 
 from __future__ import annotations
 
+import asyncio
+
 from django.conf import settings
 from redis.asyncio import Redis
 
-from tradinggame.redis_clients import async_client
+from tradinggame.redis_clients import ASYNC_TIMEOUT_S, async_client
 
 # KEYS[1] the team's set; ARGV: connection name, limit, ttl seconds. Returns 1 if the slot is held.
 _CLAIM = """
@@ -55,15 +57,19 @@ class ConnectionRegistry:
         return async_client()
 
     async def claim(self, connection: str) -> bool:
-        return bool(await self.redis.eval(_CLAIM, 1, self.key, connection, self.limit, self.ttl_s))
+        async with asyncio.timeout(ASYNC_TIMEOUT_S):
+            return bool(await self.redis.eval(_CLAIM, 1, self.key, connection, self.limit, self.ttl_s))
 
     async def refresh(self, connection: str) -> bool:
         """Push the entry's expiry forward; False if it had vanished (and is now back)."""
-        return bool(await self.redis.eval(_REFRESH, 1, self.key, connection, self.ttl_s))
+        async with asyncio.timeout(ASYNC_TIMEOUT_S):
+            return bool(await self.redis.eval(_REFRESH, 1, self.key, connection, self.ttl_s))
 
     async def release(self, connection: str) -> None:
-        await self.redis.zrem(self.key, connection)
+        async with asyncio.timeout(ASYNC_TIMEOUT_S):
+            await self.redis.zrem(self.key, connection)
 
     async def count(self) -> int:
         """Live entries (for tests and operators; expired ones may still be counted until the next claim)."""
-        return int(await self.redis.zcard(self.key))
+        async with asyncio.timeout(ASYNC_TIMEOUT_S):
+            return int(await self.redis.zcard(self.key))

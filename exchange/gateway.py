@@ -28,7 +28,7 @@ from accounts.keycache import CACHE_MAX, CACHE_TTL_S, DIRECTORY, KeyCache, KeyOw
 from exchange.matching import queue
 from exchange.matching.publish import ROLE_RATES
 from tradinggame.redis_breaker import redis_on_request_path
-from tradinggame.redis_clients import async_client
+from tradinggame.redis_clients import ASYNC_TIMEOUT_S, async_client
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,8 @@ class Gateway:
                     pipe.pttl(throttle.block_key(address))
                 if not fresh and digest:
                     pipe.hget(DIRECTORY, digest)
-                answers = await pipe.execute() if len(pipe) else []
+                async with asyncio.timeout(ASYNC_TIMEOUT_S):
+                    answers = await pipe.execute() if len(pipe) else []
             except (redis.RedisError, OSError) as error:
                 redis_on_request_path.trip()
                 raise queue.unavailable() from error
@@ -122,7 +123,8 @@ class Gateway:
 
     async def rate_limit(self, role: str) -> int:
         if time.monotonic() - self.rates_read_at >= RATES_TTL_S:
-            raw = await self.client.hgetall(ROLE_RATES)
+            async with asyncio.timeout(ASYNC_TIMEOUT_S):
+                raw = await self.client.hgetall(ROLE_RATES)
             self.rates = {k.decode(): int(v) for k, v in raw.items()}
             self.rates_read_at = time.monotonic()
         return self.rates.get(role, 0)
@@ -172,18 +174,8 @@ class Gateway:
 
     async def _run_queued(self, commands: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> None:
         try:
-            if len(commands) == 1:
-                keys, argv, future = commands[0]
-                results: list[Any] = [await self.script(keys=keys, args=argv)]
-            else:
-                pipe = self.client.pipeline(transaction=False)
-                for keys, argv, _ in commands:
-                    pipe.evalsha(self.script.sha, len(keys), *keys, *argv)  # the SHA is computed locally
-                results = await pipe.execute(raise_on_error=False)
-                for index, result in enumerate(results):
-                    if isinstance(result, redis.exceptions.NoScriptError):  # Redis restarted
-                        keys, argv, _ = commands[index]
-                        results[index] = await self.script(keys=keys, args=argv)
+            async with asyncio.timeout(ASYNC_TIMEOUT_S):
+                results = await self._run_scripts(commands)
         except BaseException as error:
             for _, _, future in commands:
                 if not future.done():
@@ -198,6 +190,20 @@ class Gateway:
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+    async def _run_scripts(self, commands: list[tuple[list[str], list[Any], asyncio.Future[Any]]]) -> list[Any]:
+        if len(commands) == 1:
+            keys, argv, _ = commands[0]
+            return [await self.script(keys=keys, args=argv)]
+        pipe = self.client.pipeline(transaction=False)
+        for keys, argv, _ in commands:
+            pipe.evalsha(self.script.sha, len(keys), *keys, *argv)  # the SHA is computed locally
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        for index, result in enumerate(results):
+            if isinstance(result, redis.exceptions.NoScriptError):  # Redis restarted
+                keys, argv, _ = commands[index]
+                results[index] = await self.script(keys=keys, args=argv)
+        return results
 
     # --- verdicts: one pub/sub channel per web process -------------------------------------------------
     async def _listen(self) -> None:

@@ -25,13 +25,21 @@ def sync_client(timeout_s: float = 2.0) -> redis.Redis:
     return client
 
 
+ASYNC_TIMEOUT_S = 2.0
+
+
 def async_client() -> aioredis.Redis:
-    """The running event loop's client (asyncio connections belong to one loop)."""
+    """The running event loop's client (asyncio connections belong to one loop).
+
+    It has no socket timeout of its own: redis-py enforces one by wrapping every send in
+    ``asyncio.wait_for``, a new task per command, which cost the order path more than the
+    command. Callers bound their calls with ``asyncio.timeout(ASYNC_TIMEOUT_S)`` instead, once
+    per round trip."""
     loop = asyncio.get_running_loop()
     client = _async.get(loop)
     if client is None:
         client = _async[loop] = aioredis.Redis.from_url(
-            settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2, max_connections=1000
+            settings.REDIS_URL, socket_connect_timeout=ASYNC_TIMEOUT_S, max_connections=1000
         )
     return client
 
