@@ -45,13 +45,14 @@ class MatchingLoop:
         self.stored_accounts: set[int] = set()
         self.started = threading.Event()
         self.next_items: list[bytes] = []
+        self.queue_was_empty = False  # the last round trip found the queue empty
         self.marked_at = 0.0
         self.stats = Stats()
 
     # --- start -----------------------------------------------------------------------------------------
     def start(self) -> None:
         self.client.ping()  # no state rebuilt for nothing while Redis is away
-        self.next_items = []
+        self.next_items, self.queue_was_empty = [], False
         worker = MatchingWorker()
         worker.load()
         self.worker = worker
@@ -99,8 +100,11 @@ class MatchingLoop:
 
     def step(self) -> None:
         size = settings.EXCHANGE_MATCHING_BATCH
-        items = self.next_items or self.take(keys=[queue.QUEUE, queue.INFLIGHT], args=[size])
-        self.next_items = []
+        if self.next_items or self.queue_was_empty:
+            # The last batch's round trip already took what was queued: nothing to ask again.
+            items, self.next_items, self.queue_was_empty = self.next_items, [], False
+        else:
+            items = self.take(keys=[queue.QUEUE, queue.INFLIGHT], args=[size])
         if not items:
             due = self.worker.next_market_due()
             now = time.monotonic()
@@ -136,6 +140,7 @@ class MatchingLoop:
         per batch besides the commit)."""
         started = time.thread_time()
         self.next_items = self.publisher.send(batch, finished_inflight=inflight, take_next=settings.EXCHANGE_MATCHING_BATCH)
+        self.queue_was_empty = not self.next_items
         self.marked_at = time.monotonic()
         self.stats.spent("publish", time.thread_time() - started)
         if self.publisher.counter_lost:
