@@ -75,6 +75,7 @@ class Gateway:
                 if check_block:
                     pipe.pttl(throttle.block_key(address))
                 if not fresh and digest:
+                    pipe.exists(DIRECTORY)
                     pipe.hget(DIRECTORY, digest)
                 async with asyncio.timeout(ASYNC_TIMEOUT_S):
                     answers = await pipe.execute() if len(pipe) else []
@@ -87,7 +88,12 @@ class Gateway:
                     raise _too_many_failed(max(1, math.ceil(blocked_ms / 1000)))
                 self.cleared[address] = time.monotonic()
             if not fresh:
-                owner = self.keys.remember(digest, answers[0] if answers else None)
+                directory_exists, raw = answers if answers else (True, None)
+                if raw is None and not directory_exists:
+                    # Redis lost its data and the worker has not rebuilt the directory yet: the
+                    # miss says nothing about the key, so it is neither refused nor counted.
+                    raise queue.unavailable("the key directory is being rebuilt")
+                owner = self.keys.remember(digest, raw)
         if owner is None:
             self.cleared.pop(address, None)
             await self._failed_key(address)

@@ -14,6 +14,9 @@ from drf_spectacular.validation import validate_schema
 
 from exchange.api.schema import ENGINE_ONLY
 from exchange.codes import RejectCode
+from exchange.matching import loop, queue
+from exchange.services.operator import game_set_phase, role_set
+from tradinggame.redis_clients import sync_client
 
 AUTH_401 = {"NOT_AUTHENTICATED", "INVALID_API_KEY"}
 DISABLED_403 = {"TEAM_DISABLED"}
@@ -28,11 +31,19 @@ ENVELOPE_ERRORS: dict[tuple[str, str], dict[int, set[str] | None]] = {
         409: {"TEAM_NAME_TAKEN"},
         415: {"UNSUPPORTED_MEDIA_TYPE"},
     },
-    ("post", "/orders"): {s: None for s in (200, 400, 413, 415, 429, 503)} | {401: AUTH_401, 403: DISABLED_403},
+    ("post", "/orders"): {s: None for s in (200, 400, 413, 415, 429, 503, 504)} | {401: AUTH_401, 403: DISABLED_403},
     ("get", "/orders"): {200: None, 400: {"INVALID_REQUEST"}, 401: AUTH_401, 403: DISABLED_403},
-    ("delete", "/orders"): {200: None, 400: {"INVALID_REQUEST"}, 401: AUTH_401, 403: DISABLED_403, 504: None},
+    ("delete", "/orders"): {
+        200: None,
+        400: {"INVALID_FILTER"},
+        401: AUTH_401,
+        403: DISABLED_403,
+        409: {"MARKET_CLOSED"},
+        503: {"MATCHING_UNAVAILABLE"},
+        504: {"TIMEOUT"},
+    },
     ("get", "/orders/{order_id}"): {200: None, 401: AUTH_401, 403: DISABLED_403, 404: {"ORDER_NOT_FOUND"}},
-    ("delete", "/orders/{order_id}"): {200: None, 401: AUTH_401, 403: DISABLED_403, 404: None, 504: None},
+    ("delete", "/orders/{order_id}"): {200: None, 401: AUTH_401, 403: DISABLED_403, 404: None, 503: None, 504: None},
     ("get", "/positions"): {200: None, 401: AUTH_401, 403: DISABLED_403},
     ("get", "/positions/{team_id}"): {200: None, 401: AUTH_401, 403: {"FORBIDDEN", "TEAM_DISABLED"}},
     ("get", "/fills"): {200: None, 400: {"INVALID_TRADE_ID", "INVALID_REQUEST"}, 401: AUTH_401, 403: DISABLED_403},
@@ -152,24 +163,36 @@ def test_the_key_header_is_the_security_of_every_call_but_the_open_ones(spec: di
 
 def test_order_replies_have_the_contract_fields_and_split_the_codes_by_status(spec: dict[str, Any]) -> None:
     codes_by_status = {}
-    for status in (200, 400, 413, 415, 429, 503):
+    for status in (200, 400, 413, 415, 429, 503, 504):
         schema = body_schema(spec, "post", "/orders", status)
         assert set(schema["properties"]) == ORDER_REPLY == set(schema["required"])
         codes_by_status[status] = set(schema["properties"]["error_code"]["enum"]) - {None}
         if status != 200:
-            assert schema["properties"]["status"]["enum"] == ["rejected"]
+            assert schema["properties"]["status"]["enum"] == ["pending_new" if status == 504 else "rejected"]
             assert schema["properties"]["order_id"]["nullable"] is True
+    assert body_schema(spec, "post", "/orders", 200)["properties"]["status"]["enum"] == ["accepted", "rejected"]
     assert not body_schema(spec, "post", "/orders", 200)["properties"]["order_id"].get("nullable", False)
-    assert codes_by_status[400] >= {"INVALID_JSON", "MISSING_FIELD", "UNKNOWN_FIELD", "MISSING_PRICE"}
+    assert codes_by_status[400] >= {"INVALID_JSON", "MISSING_FIELD", "UNKNOWN_FIELD", "MISSING_PRICE", "INVALID_FIELD"}
+    assert "INVALID_CLIENT_ORDER_ID" not in codes_by_status[400]
     assert codes_by_status[200] >= {"POSITION_LIMIT_EXCEEDED", "MARKET_CLOSED", "DUPLICATE_CLIENT_ORDER_ID"}
+    assert codes_by_status[413] == {"PAYLOAD_TOO_LARGE"}
     assert codes_by_status[415] == {"UNSUPPORTED_MEDIA_TYPE"}
     assert codes_by_status[429] == {"RATE_LIMIT_EXCEEDED"}
-    assert codes_by_status[503] == {"SERVICE_UNAVAILABLE"}
-    retry_after = spec["paths"]["/orders"]["post"]["responses"]["429"]["headers"]["Retry-After"]
-    assert retry_after["schema"]["type"] == "integer"
+    assert codes_by_status[503] == {"MATCHING_UNAVAILABLE"}
+    assert codes_by_status[504] == {"TIMEOUT"}
+    for status in ("429", "503"):
+        retry_after = spec["paths"]["/orders"]["post"]["responses"][status]["headers"]["Retry-After"]
+        assert retry_after["schema"]["type"] == "integer"
     # every rejection code is documented somewhere: the replies of POST /orders or of the cancels
-    results = properties(spec, body_schema(spec, "delete", "/orders", 200))["results"]
-    cancel_codes = set(resolve(spec, results["items"])["properties"]["error_code"]["enum"]) - {None}
+    cancel_codes: set[str] = set()
+    for status in (200, 404, 503, 504):
+        schema = body_schema(spec, "delete", "/orders/{order_id}", status)
+        assert set(schema["properties"]) == CANCEL_REPLY
+        cancel_codes |= set(schema["properties"]["error_code"]["enum"]) - {None}
+    assert cancel_codes == {
+        "ORDER_ALREADY_FILLED", "ORDER_ALREADY_CANCELLED", "MARKET_CLOSED", "ORDER_NOT_FOUND", "MATCHING_UNAVAILABLE",
+        "TIMEOUT",
+    }  # fmt: skip
     assert set(RejectCode) - ENGINE_ONLY <= set().union(*codes_by_status.values(), cancel_codes)
     assert not ENGINE_ONLY & codes_by_status[200]
 
@@ -190,18 +213,30 @@ def test_request_bodies(spec: dict[str, Any]) -> None:
         spec, spec["paths"]["/auth/register"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     )
     assert register["additionalProperties"] is False
-    assert (register["properties"]["team_name"]["minLength"], register["properties"]["team_name"]["maxLength"]) == (3, 50)
+    assert (register["properties"]["team_name"]["minLength"], register["properties"]["team_name"]["maxLength"]) == (
+        3,
+        50,
+    )
     assert set(register["properties"]["role"]["enum"]) == {"market_maker", "hedge_fund", "arbitrage", "retail"}
 
 
 def test_query_reply_shapes(spec: dict[str, Any]) -> None:
     assert set(body_schema(spec, "delete", "/orders/{order_id}", 200)["properties"]) == CANCEL_REPLY
-    assert body_schema(spec, "delete", "/orders/{order_id}", 504)["properties"]["status"]["enum"] == ["pending_cancel"]
+    pending = body_schema(spec, "delete", "/orders/{order_id}", 504)["properties"]
+    assert (pending["status"]["enum"], pending["error_code"]["enum"]) == (["pending_cancel"], ["TIMEOUT"])
     assert body_schema(spec, "delete", "/orders/{order_id}", 404)["properties"]["error_code"]["enum"] == [
         "ORDER_NOT_FOUND"
     ]
+    results = resolve(spec, properties(spec, body_schema(spec, "delete", "/orders", 200))["results"]["items"])
+    assert set(results["properties"]) == CANCEL_REPLY and results["properties"]["status"]["enum"] == ["cancelled"]
+    for path in ("/orders", "/orders/{order_id}"):
+        assert (
+            spec["paths"][path]["delete"]["responses"]["503"]["headers"]["Retry-After"]["schema"]["type"] == "integer"
+        )
     orders = properties(spec, body_schema(spec, "get", "/orders", 200))["orders"]
     assert set(resolve(spec, orders["items"])["properties"]) == ORDER_OBJECT
+    statuses = resolve(spec, orders["items"])["properties"]["status"]["enum"]
+    assert set(statuses) == {"new", "partially_filled", "filled", "cancelled", "rejected"}  # never pending_new
     detail = body_schema(spec, "get", "/orders/{order_id}", 200)
     assert set(detail["properties"]) == ORDER_OBJECT | {"fills"}
     assert set(resolve(spec, detail["properties"]["fills"]["items"])["properties"]) == FILL_OBJECT
@@ -257,6 +292,10 @@ def test_the_description_covers_conventions_codes_and_the_websocket(spec: dict[s
         "UNKNOWN_ACTION",
         '{"error": {"code": "UPPER_SNAKE", "message": "human text", "details": {}}}',
         "Retry-After",
+        "`instrument_id, bid, bid_size, ask, ask_size, last, last_size, volume`",
+        "409 `MARKET_CLOSED`",
+        "`pending_new` / `pending_cancel`",
+        "`TOO_MANY_FAILED_AUTH`",
     ):
         assert needle in text, needle
     for frame in (
@@ -264,7 +303,14 @@ def test_the_description_covers_conventions_codes_and_the_websocket(spec: dict[s
         "market_data", "trade", "underlying", "event",
     ):  # fmt: skip
         assert f"| `{frame}` |" in text, frame
-    for reason in ("user_requested", "ioc_remainder", "fok_unfilled", "self_trade_prevented", "session_end", "operator"):
+    for reason in (
+        "user_requested",
+        "ioc_remainder",
+        "fok_unfilled",
+        "self_trade_prevented",
+        "session_end",
+        "operator",
+    ):
         assert f"`{reason}`" in text
 
 
@@ -298,8 +344,11 @@ def _as_response(response: Any, method: str, path: str) -> schemathesis.Response
 
 
 @pytest.mark.django_db(transaction=True)
-def test_real_replies_match_the_schema(spec: dict[str, Any], make_team: Any, instruments: list[str]) -> None:
+def test_real_replies_match_the_schema(
+    spec: dict[str, Any], make_team: Any, instruments: list[str], matching: Any, settings: Any
+) -> None:
     """A sample of each reply shape, produced by this server, validated against the schema."""
+    settings.EXCHANGE_VERDICT_TIMEOUT_S = 10  # a busy machine must not turn the verdicts sampled into 504s
     api = schemathesis.openapi.from_dict(spec)
     team, key = make_team("market_maker")
     anonymous, keyed = Client(), Client(HTTP_X_API_KEY=key)
@@ -313,7 +362,10 @@ def test_real_replies_match_the_schema(spec: dict[str, Any], make_team: Any, ins
     def post(client: Client, path: str, body: Any, content_type: str = "application/json") -> Any:
         return check("post", path, path, client.post(path, body, content_type))
 
-    check("get", "/", "/", anonymous.get("/"))  # 200, or 503 without a matching worker
+    def delete(path: str, template: str) -> Any:
+        return check("delete", template, path, keyed.delete(path))
+
+    check("get", "/", "/", anonymous.get("/"))
     team_body = {"team_name": "Schema Team", "role": "retail"}
     post(anonymous, "/auth/register", team_body)
     post(anonymous, "/auth/register", team_body)
@@ -321,17 +373,22 @@ def test_real_replies_match_the_schema(spec: dict[str, Any], make_team: Any, ins
     post(anonymous, "/auth/register", "team_name=x", "text/plain")
     order = {"instrument_id": "SPX_4500_CALL", "order_type": "limit", "side": "buy", "quantity": 1, "price": 10.0}
     order_id = post(keyed, "/orders", order).json()["order_id"]
+    resting = post(keyed, "/orders", dict(order, price=9.0)).json()["order_id"]
     post(keyed, "/orders", dict(order, instrument_id="NOPE"))
     post(keyed, "/orders", dict(order, price=None))
-    post(keyed, "/orders", "x" * 9000)
+    post(keyed, "/orders", dict(order, client_order_id=""))
+    post(keyed, "/orders", "x" * (64 * 1024 + 1))
     post(keyed, "/orders", "side=buy", "text/plain")
     post(anonymous, "/orders", order)
     check("get", "/orders", "/orders?status=all", keyed.get("/orders", {"status": "all"}))
     check("get", "/orders", "/orders?since=x", keyed.get("/orders", {"since": "x"}))
     check("get", "/orders/{order_id}", f"/orders/{order_id}", keyed.get(f"/orders/{order_id}"))
     check("get", "/orders/{order_id}", "/orders/ORD_0", keyed.get("/orders/ORD_0"))
-    check("delete", "/orders/{order_id}", "/orders/ORD_0", keyed.delete("/orders/ORD_0"))
-    check("delete", "/orders", "/orders?instrument_id=NOPE", keyed.delete("/orders?instrument_id=NOPE"))
+    delete("/orders/ORD_0", "/orders/{order_id}")
+    delete(f"/orders/{order_id}", "/orders/{order_id}")
+    delete(f"/orders/{order_id}", "/orders/{order_id}")
+    delete("/orders?instrument_id=NOPE", "/orders")
+    delete(f"/orders?instrument_id={'X' * 65}", "/orders")
     check("get", "/positions", "/positions", keyed.get("/positions"))
     check("get", "/positions/{team_id}", f"/positions/{team.team_id}", keyed.get(f"/positions/{team.team_id}"))
     check("get", "/positions/{team_id}", "/positions/TEAM_0", keyed.get("/positions/TEAM_0"))
@@ -344,7 +401,39 @@ def test_real_replies_match_the_schema(spec: dict[str, Any], make_team: Any, ins
     check("get", "/orderbook/{instrument_id}", "/orderbook/X?depth=0", keyed.get("/orderbook/X", {"depth": "0"}))
     check("get", "/game", "/game", keyed.get("/game", HTTP_X_API_KEY="itg_unknown"))
     check("get", "/game", "/game", keyed.get("/game"))
-    assert statuses[1:] == [
-        201, 409, 400, 415, 200, 200, 400, 413, 415, 401, 200, 400, 200, 404, 404, 200, 200, 200, 403, 200, 400,
-        200, 200, 200, 404, 400, 401, 200,
+    assert statuses == [
+        200, 201, 409, 400, 415, 200, 200, 200, 400, 400, 413, 415, 401, 200, 400, 200, 404, 404, 200, 200, 200, 400,
+        200, 200, 403, 200, 400, 200, 200, 200, 404, 400, 401, 200,
     ]  # fmt: skip
+
+    # A closed market: cancels refused, in the cancel shape and (cancel all) the envelope.
+    game_set_phase("closed")
+    assert post(keyed, "/orders", order).json()["error_code"] == "MARKET_CLOSED"
+    assert delete(f"/orders/{resting}", "/orders/{order_id}").json()["error_code"] == "MARKET_CLOSED"
+    assert delete("/orders", "/orders").status_code == 409
+    game_set_phase("continuous")
+    assert delete("/orders", "/orders").json()["results"][0]["order_id"] == resting
+
+    # Over the role's rate.
+    role_set("market_maker", "schema test", orders_per_second=1)
+    replies = [post(keyed, "/orders", dict(order, price=8.0)) for _ in range(2)]
+    assert replies[-1].status_code == 429
+    role_set("market_maker", "schema test", orders_per_second=0)
+
+    # A worker that takes commands but gives no verdict in time: 504.
+    loop.stop()
+    sync_client().eval(queue.MARK, 2, queue.DECIDED, queue.SEQ, queue.DECIDED_TTL_S)
+    settings.EXCHANGE_VERDICT_TIMEOUT_S = 0.2
+    assert post(keyed, "/orders", dict(order, price=7.0, client_order_id="late")).status_code == 504
+    assert delete(f"/orders/{resting}", "/orders/{order_id}").status_code == 504
+    assert delete("/orders", "/orders").status_code == 504
+
+    # No worker at all: 503, nothing queued.
+    sync_client().delete(queue.DECIDED)
+    queued = sync_client().llen(queue.QUEUE)
+    assert post(keyed, "/orders", order).status_code == 503
+    assert delete(f"/orders/{resting}", "/orders/{order_id}").status_code == 503
+    assert delete("/orders", "/orders").status_code == 503
+    assert sync_client().llen(queue.QUEUE) == queued
+    assert statuses[34:38] == [200, 200, 409, 200]
+    assert statuses[-7:] == [429, 504, 504, 504, 503, 503, 503]

@@ -6,8 +6,9 @@ Everything about the schema lives here, applied to the views from outside:
 - ``extend_schema_view(...)`` on each view class, executed when this module is imported
   (``tradinggame.urls`` imports it);
 - ``Endpoints``: the URL patterns that the schema generator cannot read by itself. ``/orders`` and
-  ``/orders/{order_id}`` are dispatched by method (DRF view for GET/POST, async view for DELETE), so
-  each is documented by its DRF view plus a stand-in view class for the DELETE;
+  ``/orders/{order_id}`` are dispatched by method (``exchange.api.dispatch``: a DRF view for GET,
+  the plain async functions of ``exchange.api.order_views`` for POST and DELETE), so each is
+  documented by its DRF view plus a stand-in view class per async operation;
   ``/positions/{team_id}`` gets a stand-in of its own because its 403 differs from ``/positions``;
 - ``postprocess``: the long description (conventions, rejection codes, the WebSocket protocol)
   and the ``X-API-Key`` security scheme.
@@ -48,7 +49,6 @@ from exchange.engine.types import CancelReason
 from exchange.models import OrderStatus, OrderType, Phase, Side, TimeInForce
 
 API_KEY_SCHEME = "ApiKeyAuth"
-SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"  # POST /orders when Redis cannot be asked (503)
 
 # --- codes ------------------------------------------------------------------------------------
 
@@ -70,7 +70,15 @@ FORM_CODES = (
     RejectCode.INVALID_FIELD,
 )
 _FORM_ONLY = set(FORM_CODES) - {RejectCode.INVALID_INSTRUMENT, RejectCode.INVALID_PRICE}
-TRANSPORT_CODES = (RejectCode.UNSUPPORTED_MEDIA_TYPE, RejectCode.RATE_LIMIT_EXCEEDED)
+# Answered before or instead of a verdict, with their own HTTP status (order-reply or cancel-reply shape).
+TRANSPORT_STATUS = {
+    RejectCode.PAYLOAD_TOO_LARGE: 413,
+    RejectCode.UNSUPPORTED_MEDIA_TYPE: 415,
+    RejectCode.RATE_LIMIT_EXCEEDED: 429,
+    RejectCode.MATCHING_UNAVAILABLE: 503,
+    RejectCode.TIMEOUT: 504,
+}
+TRANSPORT_CODES = tuple(TRANSPORT_STATUS)
 CANCEL_REPLY_CODES = (
     RejectCode.ORDER_NOT_FOUND,
     RejectCode.ORDER_ALREADY_FILLED,
@@ -78,15 +86,14 @@ CANCEL_REPLY_CODES = (
     RejectCode.MARKET_CLOSED,
 )
 _CANCEL_ONLY = {RejectCode.ORDER_NOT_FOUND, RejectCode.ORDER_ALREADY_FILLED, RejectCode.ORDER_ALREADY_CANCELLED}
-# Refusals of the matching engine after the REST reply: `new_order_reject` frames and the stored order only.
+# Refusals no reply carries: the worker assigns order ids itself (DUPLICATE_ORDER_ID would be a bug),
+# and ENGINE_ERROR is journalled for a command that failed on its own (its client got 504).
 ENGINE_ONLY = {RejectCode.ENGINE_ERROR, RejectCode.DUPLICATE_ORDER_ID}
 # HTTP 200 "rejected": every other code.
-BUSINESS_CODES = tuple(
-    c for c in RejectCode if c not in _FORM_ONLY | set(TRANSPORT_CODES) | _CANCEL_ONLY | ENGINE_ONLY
-)
+BUSINESS_CODES = tuple(c for c in RejectCode if c not in _FORM_ONLY | set(TRANSPORT_CODES) | _CANCEL_ONLY | ENGINE_ONLY)
 
 CODE_NOTES: dict[str, str] = {
-    RejectCode.INVALID_JSON: "the body is not a JSON object (also `NaN`/`Infinity`); a body over the size limit (413)",
+    RejectCode.INVALID_JSON: "the body is not a JSON object (also `NaN`/`Infinity`)",
     RejectCode.MISSING_FIELD: "a required field is missing or null",
     RejectCode.UNKNOWN_FIELD: "a field the API does not know (typos must not pass silently)",
     RejectCode.INVALID_INSTRUMENT: "not a listed instrument (400 when not a string of 1-64 printable characters)",
@@ -111,6 +118,11 @@ CODE_NOTES: dict[str, str] = {
     RejectCode.ENGINE_ERROR: "the matching engine could not take the order",
     RejectCode.DUPLICATE_ORDER_ID: "the matching engine already holds an order with this id",
     RejectCode.UNSUPPORTED_MEDIA_TYPE: "the body is not sent as `application/json` (HTTP 415)",
+    RejectCode.PAYLOAD_TOO_LARGE: f"the body is larger than {MAX_BODY // 1024} KiB (HTTP 413, nothing read)",
+    RejectCode.MATCHING_UNAVAILABLE: "the matching worker is down or stalled, its queue is full, or Redis is "
+    "unavailable (HTTP 503, `Retry-After: 1`, nothing queued or stored)",
+    RejectCode.TIMEOUT: "queued, but the verdict did not come within the bounded wait (HTTP 504 `pending_new` / "
+    "`pending_cancel`; the verdict still comes over the WebSocket)",
     RejectCode.ORDER_NOT_FOUND: "cancel: unknown id, another team's order, or a rejected order (HTTP 404)",
     RejectCode.ORDER_ALREADY_FILLED: "cancel: the order is filled",
     RejectCode.ORDER_ALREADY_CANCELLED: "cancel: the order is already cancelled",
@@ -139,8 +151,8 @@ def envelope(*codes: str) -> dict[str, Any]:
                     "details": {
                         "type": "object",
                         "additionalProperties": True,
-                        "description": "Numbers and field names, e.g. `{\"field\": \"depth\"}` or "
-                        "`{\"fields\": {\"team_name\": [\"...\"]}}`; `{}` when there is nothing to add.",
+                        "description": 'Numbers and field names, e.g. `{"field": "depth"}` or '
+                        '`{"fields": {"team_name": ["..."]}}`; `{}` when there is nothing to add.',
                     },
                 },
             }
@@ -220,7 +232,9 @@ class OrderRequestSerializer(serializers.Serializer):
     request_id = serializers.CharField(required=False, min_length=1, max_length=64, help_text="Echoed in the reply.")
 
 
-def _order_reply(name: str, doc: str, *, statuses: list[str], codes: Iterable[str] | None, order_id: bool | None) -> Any:
+def _order_reply(
+    name: str, doc: str, *, statuses: list[str], codes: Iterable[str] | None, order_id: bool | None
+) -> Any:
     """An order-reply serializer narrowed to what one HTTP status can carry.
 
     ``order_id``: True always set, False always null, None either. ``codes`` None: always null.
@@ -232,9 +246,11 @@ def _order_reply(name: str, doc: str, *, statuses: list[str], codes: Iterable[st
         "client_order_id": serializers.CharField(allow_null=True),
         "status": serializers.ChoiceField(choices=statuses),
         "timestamp": serializers.DateTimeField(help_text=DATETIME_HELP),
-        "filled_quantity": serializers.IntegerField(help_text="Always 0: fills arrive over the WebSocket."),
+        "filled_quantity": serializers.IntegerField(
+            help_text="Filled when the verdict was given (an order that traded at once shows its fills)."
+        ),
         "average_price": serializers.FloatField(allow_null=True),
-        "fees": serializers.FloatField(),
+        "fees": serializers.FloatField(help_text="Of the fills so far: positive paid, negative a rebate."),
         "liquidity_type": serializers.ChoiceField(choices=["maker", "taker"], allow_null=True),
         "error_code": serializers.ChoiceField(choices=code_list, allow_null=codes is None or order_id is True)
         if code_list
@@ -248,8 +264,9 @@ def _order_reply(name: str, doc: str, *, statuses: list[str], codes: Iterable[st
 
 OrderReplySerializer = _order_reply(
     "OrderReplySerializer",
-    "Accepted (queued for matching) or rejected by a business rule (stored for audit, "
-    "`new_order_reject` pushed over the WebSocket). `error_code` is null when accepted.",
+    "The matching engine's verdict, sent once it is in the database: accepted (with the fills it made at "
+    "once, if any) or rejected by a business rule (stored for audit, `new_order_reject` pushed over the "
+    "WebSocket). `error_code` is null when accepted.",
     statuses=["accepted", "rejected"],
     codes=BUSINESS_CODES,
     order_id=True,
@@ -263,9 +280,9 @@ OrderReplyMalformedSerializer = _order_reply(
 )
 OrderReplyTooLargeSerializer = _order_reply(
     "OrderReplyTooLargeSerializer",
-    f"The body is larger than {MAX_BODY} bytes.",
+    f"The body is larger than {MAX_BODY} bytes: refused unread.",
     statuses=["rejected"],
-    codes=[RejectCode.INVALID_JSON],
+    codes=[RejectCode.PAYLOAD_TOO_LARGE],
     order_id=False,
 )
 OrderReplyUnsupportedMediaTypeSerializer = _order_reply(
@@ -285,9 +302,19 @@ OrderReplyRateLimitedSerializer = _order_reply(
 )
 OrderReplyUnavailableSerializer = _order_reply(
     "OrderReplyUnavailableSerializer",
-    "A component the exchange needs (Redis) is unavailable: the order was not taken; retry shortly.",
+    "The matching worker is down or stalled, its queue holds more than the operators' backlog, or Redis is "
+    "unavailable: the order was not queued and nothing is stored; retry after `Retry-After` seconds.",
     statuses=["rejected"],
-    codes=[SERVICE_UNAVAILABLE],
+    codes=[RejectCode.MATCHING_UNAVAILABLE],
+    order_id=False,
+)
+OrderReplyPendingSerializer = _order_reply(
+    "OrderReplyPendingSerializer",
+    "Queued, but the verdict did not come within the bounded wait (an operator setting, default 2 s): the "
+    "order may still be accepted, and then its `new_order_ack` (with its `client_order_id`) comes over the "
+    "WebSocket. `pending_new` is never a stored order's status.",
+    statuses=["pending_new"],
+    codes=[RejectCode.TIMEOUT],
     order_id=False,
 )
 
@@ -320,7 +347,10 @@ class OrderSerializer(serializers.Serializer):
     cancelled_quantity = serializers.IntegerField()
     average_price = serializers.FloatField(allow_null=True)
     fees = serializers.FloatField()
-    status = serializers.ChoiceField(choices=_choices(OrderStatus.values))
+    status = serializers.ChoiceField(
+        choices=_choices(s for s in OrderStatus.values if s != OrderStatus.PENDING_NEW),
+        help_text="A stored order is never `pending_new`: that status appears only in a 504 reply.",
+    )
     error_code = serializers.CharField(allow_null=True, help_text="Why it was rejected, when it was.")
     created_at = serializers.DateTimeField(help_text=DATETIME_HELP)
     updated_at = serializers.DateTimeField(help_text=DATETIME_HELP)
@@ -451,36 +481,55 @@ CancelReplyNotFoundSerializer = _cancel_reply(
 )
 CancelReplyPendingSerializer = _cancel_reply(
     "CancelReplyPendingSerializer",
-    "The verdict did not come in time; it still comes over the WebSocket (`cancel_ack` or `cancel_reject`).",
+    "Queued, but the verdict did not come within the bounded wait (an operator setting, default 2 s); it still "
+    "comes over the WebSocket (`cancel_ack` or `cancel_reject`).",
     statuses=["pending_cancel"],
-    codes=None,
-    nullable=True,
+    codes=[RejectCode.TIMEOUT],
+    nullable=False,
+)
+CancelReplyUnavailableSerializer = _cancel_reply(
+    "CancelReplyUnavailableSerializer",
+    "The matching worker is down or stalled, its queue is full, or Redis is unavailable: the cancel was not "
+    "queued; retry after `Retry-After` seconds.",
+    statuses=["rejected"],
+    codes=[RejectCode.MATCHING_UNAVAILABLE],
+    nullable=False,
 )
 CancelResultSerializer = _cancel_reply(
     "CancelResultSerializer",
-    "One order's outcome in a cancel-all reply.",
-    statuses=["cancelled", "rejected", "pending_cancel"],
-    codes=CANCEL_REPLY_CODES,
+    "One order taken off the book by a cancel-all.",
+    statuses=["cancelled"],
+    codes=None,
     nullable=True,
 )
 
 
 class CancelAllReplySerializer(serializers.Serializer):
-    results = CancelResultSerializer(many=True, help_text="One per open order, oldest first.")
+    results = CancelResultSerializer(
+        many=True,
+        help_text="One per order that was open when the matching engine reached the command (`[]` when none).",
+    )
 
 
 # --- stand-in views for what the generator cannot see -----------------------------------------
 
 
+class SubmitOrderView(APIView):
+    """``POST /orders``, served by ``exchange.api.order_views.submit``."""
+
+    def post(self, request: Request) -> Response:  # pragma: no cover - never routed
+        raise NotImplementedError
+
+
 class CancelOrderView(APIView):
-    """``DELETE /orders/{order_id}``, served by ``exchange.api.cancel_views.cancel_one``."""
+    """``DELETE /orders/{order_id}``, served by ``exchange.api.order_views.cancel_one``."""
 
     def delete(self, request: Request, order_id: str) -> Response:  # pragma: no cover - never routed
         raise NotImplementedError
 
 
 class CancelAllOrdersView(APIView):
-    """``DELETE /orders``, served by ``exchange.api.cancel_views.cancel_all``."""
+    """``DELETE /orders``, served by ``exchange.api.order_views.cancel_all``."""
 
     def delete(self, request: Request) -> Response:  # pragma: no cover - never routed
         raise NotImplementedError
@@ -492,7 +541,7 @@ class TeamPositionsView(views.PositionsView):
 
 # URL name -> the view classes that document it, in place of the pattern's own callback.
 DOCUMENTED_BY: dict[str, tuple[type[APIView], ...]] = {
-    "orders": (views.OrdersView, CancelAllOrdersView),
+    "orders": (views.OrdersView, SubmitOrderView, CancelAllOrdersView),
     "order-detail": (views.OrderDetailView, CancelOrderView),
     "team-positions": (TeamPositionsView,),
 }
@@ -536,6 +585,9 @@ SECURITY_SCHEME = {
 # --- the operations ---------------------------------------------------------------------------
 
 ORDER_ID = OpenApiParameter("order_id", str, OpenApiParameter.PATH, description="`ORD_<n>`.")
+RETRY_AFTER_503 = OpenApiParameter(
+    "Retry-After", int, OpenApiParameter.HEADER, response=[503], description="Seconds to wait before sending again."
+)
 INSTRUMENT_FILTER = OpenApiParameter(
     "instrument_id", str, OpenApiParameter.QUERY, required=False, description="Only this instrument's orders."
 )
@@ -544,7 +596,7 @@ extend_schema_view(
     get=extend_schema(
         operation_id="health",
         summary="Health of the exchange",
-        description="Open without a key. 503 with `status: \"degraded\"` when the database, Redis or the "
+        description='Open without a key. 503 with `status: "degraded"` when the database, Redis or the '
         "matching worker's heartbeat is missing.",
         tags=["system"],
         responses={
@@ -576,7 +628,9 @@ extend_schema_view(
             415: error("The body is not sent as `application/json`.", "UNSUPPORTED_MEDIA_TYPE"),
         },
         examples=[
-            OpenApiExample("A market maker", value={"team_name": "Alpha Quants", "role": "market_maker"}, request_only=True)
+            OpenApiExample(
+                "A market maker", value={"team_name": "Alpha Quants", "role": "market_maker"}, request_only=True
+            )
         ],
     )
 )(RegisterView)
@@ -586,15 +640,20 @@ extend_schema_view(
         operation_id="submit_order",
         summary="Submit an order",
         description=(
-            "Always answers in the order-reply shape (except 401/403). The reply does not wait for matching: "
-            "acks and fills arrive over the WebSocket, and `GET /orders/{order_id}` is authoritative.\n\n"
+            "Always answers in the order-reply shape (except 401/403 and a 429 `TOO_MANY_FAILED_AUTH`, which use "
+            "the error envelope). The order travels the matching engine's first-in-first-out queue; the reply is "
+            "its verdict, sent once it is in the database (bounded wait: 504 `pending_new` after it). An order "
+            "that trades at once shows its fills in the reply; acks and fills also arrive over the WebSocket, and "
+            "`GET /orders/{order_id}` is authoritative.\n\n"
             "Checks run in this order and the first failure wins: form (400) → `INVALID_INSTRUMENT` → "
             "`INSTRUMENT_HALTED` / `TRADING_DISABLED` → `MARKET_CLOSED` → `ORDER_TYPE_NOT_ALLOWED` → "
             "`INVALID_PRICE` (off the tick grid) → `ORDER_SIZE_LIMIT_EXCEEDED` → `DUPLICATE_CLIENT_ORDER_ID` → "
             "`TWO_SIDED_QUOTE_NOT_ALLOWED` → `POSITION_LIMIT_EXCEEDED` → `PORTFOLIO_LIMIT_EXCEEDED`. "
-            "The rate limit is counted once the form is valid.\n\n"
+            "The rate limit is counted once the form is valid, before every business rule.\n\n"
             f"Business rejections (HTTP 200): {_codes(BUSINESS_CODES)}.\n\n"
-            f"Malformed (HTTP 400): {_codes(FORM_CODES)}."
+            f"Malformed (HTTP 400): {_codes(FORM_CODES)}.\n\n"
+            "Resends: an order whose `client_order_id` and fields equal the team's latest order with that id gets "
+            "that order's verdict again (same `order_id`, no new WebSocket message)."
         ),
         tags=["orders"],
         request=OrderRequestSerializer,
@@ -609,12 +668,14 @@ extend_schema_view(
         ],
         responses=authenticated(
             {
-                200: OpenApiResponse(OrderReplySerializer, description="Accepted, or rejected by a business rule."),
+                200: OpenApiResponse(
+                    OrderReplySerializer, description="The verdict: accepted, or rejected by a business rule."
+                ),
                 400: OpenApiResponse(
                     OrderReplyMalformedSerializer, description=f"Malformed. Codes: {_codes(FORM_CODES)}."
                 ),
                 413: OpenApiResponse(
-                    OrderReplyTooLargeSerializer, description=f"Body over {MAX_BODY} bytes. Code: `INVALID_JSON`."
+                    OrderReplyTooLargeSerializer, description=f"Body over {MAX_BODY} bytes. Code: `PAYLOAD_TOO_LARGE`."
                 ),
                 415: OpenApiResponse(
                     OrderReplyUnsupportedMediaTypeSerializer,
@@ -624,7 +685,10 @@ extend_schema_view(
                     OrderReplyRateLimitedSerializer, description="Rate limited. Code: `RATE_LIMIT_EXCEEDED`."
                 ),
                 503: OpenApiResponse(
-                    OrderReplyUnavailableSerializer, description=f"Unavailable. Code: `{SERVICE_UNAVAILABLE}`."
+                    OrderReplyUnavailableSerializer, description="Not queued. Code: `MATCHING_UNAVAILABLE`."
+                ),
+                504: OpenApiResponse(
+                    OrderReplyPendingSerializer, description="No verdict in time: `pending_new`. Code: `TIMEOUT`."
                 ),
             }
         ),
@@ -648,11 +712,13 @@ extend_schema_view(
             ),
         ],
     ),
+)(SubmitOrderView)
+
+extend_schema_view(
     get=extend_schema(
         operation_id="list_orders",
         summary="The team's orders",
-        description="Open orders (`pending_new`, `new`, `partially_filled`), oldest first; `status=all` adds "
-        "finished ones.",
+        description="Open orders (`new`, `partially_filled`), oldest first; `status=all` adds finished ones.",
         tags=["orders"],
         parameters=[
             OpenApiParameter(
@@ -676,8 +742,9 @@ extend_schema_view(
         responses=authenticated(
             {
                 200: OrderListSerializer,
-                400: error("`since` is not an ISO-8601 timestamp, or a parameter holds control characters.",
-                           "INVALID_REQUEST"),
+                400: error(
+                    "`since` is not an ISO-8601 timestamp, or a parameter holds control characters.", "INVALID_REQUEST"
+                ),
             }
         ),
     ),
@@ -687,8 +754,10 @@ extend_schema_view(
     delete=extend_schema(
         operation_id="cancel_all_orders",
         summary="Cancel all open orders",
-        description="Cancels every open order of the team (optionally of one instrument) through the same "
-        "first-in-first-out path as orders and waits (bounded, 5 s) for the verdicts.",
+        description="One command on the same first-in-first-out path as orders (it counts as one cancel): "
+        "the matching engine cancels what is open when it reaches it, and the reply waits (bounded, an "
+        "operator setting, default 2 s) for that verdict. Errors use the error envelope; each cancelled "
+        "order also gets its `cancel_ack` over the WebSocket.",
         tags=["orders"],
         parameters=[
             OpenApiParameter(
@@ -697,16 +766,27 @@ extend_schema_view(
                 OpenApiParameter.QUERY,
                 required=False,
                 description="Only this instrument's orders.",
-            )
+            ),
+            RETRY_AFTER_503,
         ],
         responses=authenticated(
             {
-                200: OpenApiResponse(CancelAllReplySerializer, description="Every verdict came in."),
-                400: error("`instrument_id` holds control characters.", "INVALID_REQUEST"),
-                504: OpenApiResponse(
-                    CancelAllReplySerializer,
-                    description="Some verdicts did not come in time (`pending_cancel`); they still come over the "
+                200: OpenApiResponse(
+                    CancelAllReplySerializer, description="The orders taken off the book (`[]` when none was open)."
+                ),
+                400: error(
+                    "`instrument_id` is longer than 64 characters or holds control characters.", "INVALID_FILTER"
+                ),
+                409: error("The phase takes no cancels (`closed`, `opening_auction`).", "MARKET_CLOSED"),
+                503: error(
+                    "The matching worker is down or stalled, its queue is full, or Redis is unavailable: nothing "
+                    "was queued.",
+                    "MATCHING_UNAVAILABLE",
+                ),
+                504: error(
+                    "Queued, but the verdict did not come in time; the cancels still happen and come over the "
                     "WebSocket.",
+                    "TIMEOUT",
                 ),
             }
         ),
@@ -733,9 +813,11 @@ extend_schema_view(
         operation_id="cancel_order",
         summary="Cancel an order",
         description="Travels through the same first-in-first-out path as orders, so a cancel never overtakes "
-        "an order sent before it. The reply waits (bounded, 5 s) for the matching engine's verdict.",
+        "an order sent before it. The reply waits (bounded, an operator setting, default 2 s) for the matching "
+        "engine's verdict. Always the cancel-reply shape (except 401/403). A refused cancel also pushes a "
+        "`cancel_reject` over the WebSocket, except `ORDER_NOT_FOUND`.",
         tags=["orders"],
-        parameters=[ORDER_ID],
+        parameters=[ORDER_ID, RETRY_AFTER_503],
         responses=authenticated(
             {
                 200: OpenApiResponse(
@@ -743,8 +825,16 @@ extend_schema_view(
                     description="`cancelled`, or `rejected` with `ORDER_ALREADY_FILLED`, `ORDER_ALREADY_CANCELLED` "
                     "or `MARKET_CLOSED`.",
                 ),
-                404: OpenApiResponse(CancelReplyNotFoundSerializer, description="`ORDER_NOT_FOUND`."),
-                504: OpenApiResponse(CancelReplyPendingSerializer, description="`pending_cancel`."),
+                404: OpenApiResponse(
+                    CancelReplyNotFoundSerializer,
+                    description="`ORDER_NOT_FOUND`: an unknown id, another team's order or a rejected order.",
+                ),
+                503: OpenApiResponse(
+                    CancelReplyUnavailableSerializer, description="Not queued: `MATCHING_UNAVAILABLE`."
+                ),
+                504: OpenApiResponse(
+                    CancelReplyPendingSerializer, description="No verdict in time: `pending_cancel`, `TIMEOUT`."
+                ),
             }
         ),
     )
@@ -876,11 +966,13 @@ def _code_table() -> str:
         if code in _CANCEL_ONLY:
             where = "cancels only"
         elif code in ENGINE_ONLY:
-            where = "— (WebSocket `new_order_reject`, stored order)"
-        elif code in TRANSPORT_CODES:
-            where = "429" if code == RejectCode.RATE_LIMIT_EXCEEDED else "415"
+            where = "— (never in a reply)"
+        elif code in TRANSPORT_STATUS:
+            where = str(TRANSPORT_STATUS[code])
+            if code in (RejectCode.MATCHING_UNAVAILABLE, RejectCode.TIMEOUT):
+                where += " (cancels too)"
         elif code in _FORM_ONLY:
-            where = "400" + (" / 413" if code == RejectCode.INVALID_JSON else "")
+            where = "400"
         elif code in FORM_CODES:
             where = "400 / 200"
         else:
@@ -904,7 +996,10 @@ The REST and WebSocket interface that trading bots use.
 - Authentication: header `X-API-Key: <key>` on every call except `GET /`, `POST /auth/register`,
   `/schema/` and `/docs/`. Missing key → 401 `NOT_AUTHENTICATED`; unknown or revoked key → 401
   `INVALID_API_KEY`; disabled team → 403 `TEAM_DISABLED`.
-- Unknown JSON fields are refused with 400 `UNKNOWN_FIELD`.
+- Unknown JSON fields are refused with 400 `UNKNOWN_FIELD`. A body over {MAX_BODY // 1024} KiB gets 413
+  `PAYLOAD_TOO_LARGE`, unread.
+- An address that sent too many wrong keys is refused for a while on every call that takes a key:
+  429 `TOO_MANY_FAILED_AUTH` in the error envelope, with `Retry-After`, whatever the key.
 
 ## Errors
 
@@ -918,8 +1013,16 @@ with the HTTP status: 400 malformed, 401, 403, 404, 405 (`METHOD_NOT_ALLOWED`), 
 429 (with `Retry-After`), 503 when Redis, the database or the matching worker is unavailable.
 Each operation below lists the codes it can answer.
 
-`POST /orders` always answers in the **order-reply** shape and `DELETE /orders...` in the
-**cancel-reply** shape, whatever the status (except 401/403, which use the envelope).
+`POST /orders` always answers in the **order-reply** shape and `DELETE /orders/{{order_id}}` in the
+**cancel-reply** shape, whatever the status (except 401, 403 and the failed-key 429, which use the
+envelope). `DELETE /orders` (cancel all) answers its own errors (400, 409 `MARKET_CLOSED`, 503, 504)
+in the envelope and the cancel-reply shape inside `results`.
+
+Orders and cancels travel one first-in-first-out queue to the matching engine, and each reply is
+its verdict once committed. Before queueing, 503 `MATCHING_UNAVAILABLE` (`Retry-After: 1`, nothing
+stored) when the matching worker is down or stalled or its queue is over the operators' backlog;
+after the bounded wait (default 2 s), 504 `TIMEOUT` with `pending_new` / `pending_cancel`: the
+verdict still comes over the WebSocket.
 
 ## Order rejection codes
 
@@ -974,7 +1077,7 @@ One JSON text frame per server message, every one in this envelope:
 
 | type | data |
 |---|---|
-| `market_data` | `instrument_id, bid, bid_size, ask, ask_size, last, last_size` (null where there is none); conflated, latest state wins |
+| `market_data` | `instrument_id, bid, bid_size, ask, ask_size, last, last_size, volume` (null where there is none; `volume`: contracts traded in the instrument this session); conflated to at most 10 per second per instrument, latest state wins |
 | `trade` | `instrument_id, trade_id, price, quantity, aggressor_side`; never dropped |
 | `underlying` | `symbol, price` |
 | `event` | `event_type` (`phase_change` with `phase, previous_phase`; `halt` / `resume` with `scope` (`instrument`, `exchange`), `instrument_id`, `cancel_resting`; `news`; ...) |

@@ -7,6 +7,7 @@ import itertools
 from collections.abc import Callable, Iterator
 
 import pytest
+from django.test import override_settings
 
 from accounts import throttle
 
@@ -20,6 +21,16 @@ def _forget_shared_addresses() -> Iterator[None]:
     yield
     for address in ("127.0.0.1", None):
         throttle.reset(address)
+
+
+@pytest.fixture(autouse=True)
+def _patient_verdicts() -> Iterator[None]:
+    """Wait longer than the production default for the matching worker's verdicts, so a busy
+    test machine does not turn them into 504s. Not through the ``settings`` fixture: a test that
+    asks for it must have its changes undone in its own fixture order (the address clean-ups
+    need the real Redis back)."""
+    with override_settings(EXCHANGE_VERDICT_TIMEOUT_S=10):
+        yield
 
 
 @pytest.fixture

@@ -1,9 +1,11 @@
 """Repeated wrong keys from one address are refused for a window, over REST (429
-``TOO_MANY_FAILED_AUTH`` with ``Retry-After``), the async cancel views and the WebSocket handshake
-(1008 ``too many failed attempts``), without the key being looked at; the counts live in Redis."""
+``TOO_MANY_FAILED_AUTH`` with ``Retry-After``), the order path's async views (``POST /orders``,
+``DELETE /orders/{id}``, ``DELETE /orders``) and the WebSocket handshake (1008 ``too many failed
+attempts``), without the key being looked at; the counts live in Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -15,9 +17,11 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 
 from accounts import keys, throttle
+from accounts.keycache import CACHE_TTL_S
+from exchange.gateway import AuthRefused, Gateway
 from tradinggame.asgi import application
 
-# The cancel views are async: their database calls need a real transaction, not the test's atomic block.
+# Teams must be committed: the order path finds keys in the Redis key directory, written on commit.
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ENVELOPE_KEYS = {"code", "message", "details"}
@@ -69,7 +73,7 @@ def test_twenty_wrong_keys_then_429_without_looking_at_the_key(make_team, api, n
     assert_refused(get(api, key, attacker))
     assert_refused(api(key).post("/orders", {"instrument_id": "SPX_4500_CALL"}, format="json", REMOTE_ADDR=attacker))
     assert_refused(api(key).get("/orders/ORD_1", REMOTE_ADDR=attacker))
-    # The async cancel views answer the same way.
+    # The order path's async views answer the same way.
     for path in ("/orders/ORD_1", "/orders"):
         assert_refused(api(key).delete(path, REMOTE_ADDR=attacker))
     assert key_lookups == []  # not one of those keys was looked up
@@ -108,15 +112,47 @@ def test_the_refusal_ends_when_the_window_has_passed(make_team, api, new_address
     assert get(api, key, address).status_code == 200
 
 
-def test_rest_cancel_and_websocket_failures_share_one_count(make_team, api, new_address, settings) -> None:
-    settings.AUTH_FAILURE_LIMIT = 4
+def test_rest_order_path_and_websocket_failures_share_one_count(make_team, api, new_address, settings) -> None:
+    settings.AUTH_FAILURE_LIMIT = 5
     _, key = make_team()
     address = new_address()
     assert get(api, bad_key(1), address).status_code == 401
     assert api(bad_key(2)).delete("/orders/ORD_1", REMOTE_ADDR=address).status_code == 401
     assert api(bad_key(3)).delete("/orders", REMOTE_ADDR=address).status_code == 401
+    order = {"instrument_id": "SPX_4500_CALL", "order_type": "limit", "side": "buy", "quantity": 1, "price": 1.0}
+    assert api(bad_key(4)).post("/orders", order, format="json", REMOTE_ADDR=address).status_code == 401
     throttle.record_failure(address)  # a failed WebSocket handshake counts through the same call
     assert_refused(get(api, key, address))
+    assert_refused(api(key).post("/orders", order, format="json", REMOTE_ADDR=address))
+
+
+async def test_the_order_path_sees_a_refusal_within_a_second_even_for_a_key_it_knows(
+    make_team, new_address, settings
+) -> None:
+    """The order path keeps keys and unrefused addresses for at most the key cache's second (one
+    Redis round trip less per order); a refusal started anywhere reaches it within that second,
+    and one it records itself at once."""
+    settings.AUTH_FAILURE_LIMIT = 3
+    _, key = await sync_to_async(make_team)()
+    address, other = new_address(), new_address()
+    door = Gateway()
+    assert (await door.owner(key, address)).team_pk > 0
+    for _ in range(3):  # refused through another process's failures
+        await sync_to_async(throttle.record_failure)(address)
+    await asyncio.sleep(CACHE_TTL_S)
+    with pytest.raises(AuthRefused) as refused:
+        await door.owner(key, address)
+    assert (refused.value.status, refused.value.code) == (429, "TOO_MANY_FAILED_AUTH")
+    assert 1 <= refused.value.retry_after_s <= 60
+
+    assert (await door.owner(key, other)).team_pk > 0  # known and unrefused a moment ago
+    for n in range(3):
+        with pytest.raises(AuthRefused) as failed:
+            await door.owner(bad_key(n), other)
+        assert (failed.value.status, failed.value.code) == (401, "INVALID_API_KEY")
+    with pytest.raises(AuthRefused) as at_once:
+        await door.owner(key, other)
+    assert at_once.value.code == "TOO_MANY_FAILED_AUTH"
 
 
 async def ws_from(address: str | None, key: str) -> WebsocketCommunicator:
@@ -159,7 +195,9 @@ async def test_rest_failures_refuse_the_websocket_of_the_same_address(make_team,
     assert (await communicator.receive_output(timeout=5))["reason"] == "too many failed attempts"
 
 
-def test_redis_down_fails_open_with_a_warning_and_never_500(make_team, api, new_address, settings, caplog, monkeypatch) -> None:
+def test_redis_down_fails_open_with_a_warning_and_never_500(
+    make_team, api, new_address, settings, caplog, monkeypatch
+) -> None:
     _, key = make_team()
     address = new_address()
     monkeypatch.setattr(throttle._redis, "_last_warning", float("-inf"))
@@ -170,7 +208,15 @@ def test_redis_down_fails_open_with_a_warning_and_never_500(make_team, api, new_
         assert codes == [401] * 25  # not counted, not refused, and no 500
         assert time.monotonic() - started < 10
         assert get(api, key, address).status_code == 200
-        assert api(bad_key(99)).delete("/orders", REMOTE_ADDR=address).status_code == 401
+        # The order path reads keys from Redis alone: without it, 503 in its own shapes, never a 500.
+        every = api(bad_key(99)).delete("/orders", REMOTE_ADDR=address)
+        assert (every.status_code, every.json()["error"]["code"]) == (503, "MATCHING_UNAVAILABLE")
+        one = api(key).delete("/orders/ORD_1", REMOTE_ADDR=address)
+        assert (one.status_code, one.json()["status"], one.json()["error_code"]) == (
+            503,
+            "rejected",
+            "MATCHING_UNAVAILABLE",
+        )
     warnings = [r for r in caplog.records if r.name == "accounts.throttle"]
     assert len(warnings) == 1 and "unavailable" in warnings[0].getMessage()  # once, not per request
     assert key not in caplog.text
