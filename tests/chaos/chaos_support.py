@@ -14,15 +14,19 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis
 import requests
 from django.conf import settings
 from django.db import connection
+from django.db.models import Max
 
+from exchange.matching import queue as matching_queue
 from tradinggame.procfile import ROOT, ProcfileStack, free_port, procfile
 
 LONG = os.environ.get("CHAOS_LONG", "").strip().lower() in {"1", "true", "yes", "on"}
@@ -71,8 +75,14 @@ class DrillStack(ProcfileStack):
         for process_name in [name] if name else list(commands):
             log = open(self.log_dir / f"{process_name}.log", "ab")
             self.processes[process_name] = subprocess.Popen(
-                f"exec {commands[process_name]}", shell=True, cwd=ROOT, env=self.env, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
+                f"exec {commands[process_name]}",
+                shell=True,
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
 
     def kill(self, name: str, sig: int = signal.SIGKILL, grace_s: float = 10) -> None:
@@ -89,8 +99,12 @@ class DrillStack(ProcfileStack):
     def check_invariants(self, timeout: float = 90) -> tuple[bool, str]:
         """``manage.py check_invariants`` (books included) against this stack's database and Redis."""
         result = subprocess.run(
-            [sys.executable, "manage.py", "check_invariants"], cwd=ROOT, env=self.env,
-            capture_output=True, text=True, timeout=timeout,
+            [sys.executable, "manage.py", "check_invariants"],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         return result.returncode == 0 and result.stdout.count("ok  ") == 5, result.stdout + result.stderr
 
@@ -98,15 +112,54 @@ class DrillStack(ProcfileStack):
         reply = requests.get(self.base_url + "/", timeout=timeout)
         return reply.status_code, reply.json()
 
-    def wait_worker_drained(self, timeout: float = 60) -> float:
-        """Seconds until the journal has no unprocessed command (fails after ``timeout``)."""
-        from exchange.models import Command
+    @property
+    def redis(self) -> redis.Redis:
+        """A client of this stack's Redis (its own ``REDIS_URL``)."""
+        if getattr(self, "_redis", None) is None:
+            self._redis = redis.Redis.from_url(self.env["REDIS_URL"], socket_timeout=5, socket_connect_timeout=5)
+        return self._redis
 
+    def waiting_commands(self) -> tuple[int, int]:
+        """(queued, in flight) on the matching queue."""
+        return self.redis.llen(matching_queue.QUEUE), self.redis.llen(matching_queue.INFLIGHT)
+
+    def in_flight_ids(self) -> list[int]:
+        return [matching_queue.decode(item)[0] for item in self.redis.lrange(matching_queue.INFLIGHT, 0, -1)]
+
+    def last_command_id(self) -> int:
+        """The last command id the queue handed out."""
+        return int(self.redis.get(matching_queue.SEQ) or 0)
+
+    def drained(self) -> bool:
+        """Nothing queued or in flight, and the journal holds every command id handed out."""
+        try:
+            return self.waiting_commands() == (0, 0) and journal_last() >= self.last_command_id()
+        except redis.RedisError:
+            return False
+
+    def wait_worker_drained(self, timeout: float = 60) -> float:
+        """Seconds until the worker has decided every queued command (fails after ``timeout``)."""
         started = time.monotonic()
-        while Command.objects.filter(processed_at__isnull=True).exists():
-            assert time.monotonic() - started < timeout, "the journal was never drained:\n" + self.logs("worker")
+        while not self.drained():
+            assert time.monotonic() - started < timeout, "the queue was never drained:\n" + self.logs("worker")
             time.sleep(0.1)
         return time.monotonic() - started
+
+    def kill_worker_with_commands_in_flight(self, attempts: int = 500) -> list[int]:
+        """Freeze the worker and kill it (SIGKILL) if it holds commands in its in-flight list, else
+        let it go on a moment and look again: the kill lands between taking a batch and dropping
+        its list. Returns the ids that were in flight."""
+        group = self.processes["worker"].pid
+        for _ in range(attempts):
+            os.killpg(group, signal.SIGSTOP)
+            time.sleep(0.05)  # what the worker sent before it stopped has reached Redis and run
+            in_flight = self.in_flight_ids()
+            if in_flight:
+                self.kill("worker")
+                return in_flight
+            os.killpg(group, signal.SIGCONT)
+            time.sleep(0.005)
+        raise AssertionError("the worker never held a command in flight")
 
 
 class RedisServer:
@@ -134,10 +187,24 @@ class RedisServer:
         log = open(self.directory / "redis.log", "ab")
         self.process = subprocess.Popen(
             [
-                self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", str(self.directory), "--maxclients", "4000",
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+                "--maxclients",
+                "4000",
             ],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while not self.answers():
@@ -155,6 +222,13 @@ class RedisServer:
             self.process = None
 
 
+def journal_last() -> int:
+    """The last command id the worker journalled."""
+    from exchange.models import JournalEntry
+
+    return JournalEntry.objects.aggregate(last=Max("id"))["last"] or 0
+
+
 # --- load -----------------------------------------------------------------------------------------
 @dataclass
 class Reply:
@@ -168,25 +242,41 @@ class Reply:
     error: str | None = None
 
 
+NO_VERDICT = (None, 503, 504)  # no answer, nothing stored, not decided in time: send it again
+
+
 class Trader(threading.Thread):
     """One team sending 1-lot crossing orders at 100 (it only buys or only sells, so a balanced
     set of traders leaves nothing resting) and, every ``cancel_every`` orders, a passive order
-    far from the market that a second thread of the team cancels at once (a cancel may wait for
-    the engine's verdict; the orders keep flowing meanwhile). Every reply is recorded; a request
-    that gets no answer (the web server is down) is retried after a pause."""
+    far from the market that a second thread of the team cancels at once. Every reply is
+    recorded. Each order carries a client id of its own and is resent as it is while it gets no
+    verdict (no answer, 503, 504), as API.md's resend rule allows: a resend of an order decided
+    meanwhile gets that order's verdict, so each order exists once. A cancel is sent again the
+    same way until it is answered 200 or 404."""
 
     def __init__(
-        self, base_url: str, key: str, side: str, instrument: str, orders: int | None,
-        stop: threading.Event, cancel_every: int = 0, pause_s: float = 0.0, request_timeout: float = 15,
+        self,
+        base_url: str,
+        key: str,
+        side: str,
+        instrument: str,
+        orders: int | None,
+        stop: threading.Event,
+        cancel_every: int = 0,
+        pause_s: float = 0.0,
+        request_timeout: float = 15,
     ) -> None:
         super().__init__(daemon=True)
         self.base_url, self.key, self.side, self.instrument = base_url, key, side, instrument
         self.orders, self.stop, self.cancel_every, self.pause_s = orders, stop, cancel_every, pause_s
         self.request_timeout = request_timeout
+        self.tag = uuid.uuid4().hex[:8]
+        self.numbered = 0
         self.sessions: dict[int, requests.Session] = {}
         self.replies: list[Reply] = []
         self.accepted: list[str] = []  # crossing orders
         self.passive: list[str] = []  # orders that rest and are cancelled
+        self.unanswered: list[str] = []  # client ids still without a verdict when the load stopped
         self.to_cancel: queue.Queue[str | None] = queue.Queue()
         self.sent = 0
 
@@ -211,13 +301,29 @@ class Trader(threading.Thread):
         return reply
 
     def order(self, side: str, price: float) -> Reply:
-        return self.call("POST", "/orders", {
-            "instrument_id": self.instrument, "order_type": "limit", "side": side, "quantity": 1, "price": price,
-        })
+        """One order, resent while it gets no verdict; its last reply (a verdict unless stopped)."""
+        self.numbered += 1
+        body = {
+            "instrument_id": self.instrument,
+            "order_type": "limit",
+            "side": side,
+            "quantity": 1,
+            "price": price,
+            "client_order_id": f"{self.tag}-{self.numbered}",
+        }
+        while True:
+            reply = self.call("POST", "/orders", body)
+            if reply.status not in NO_VERDICT:
+                return reply
+            if self.stop.is_set():
+                self.unanswered.append(body["client_order_id"])
+                return reply
+            time.sleep(0.05 if reply.status is None else 0.02)
 
     def cancel_loop(self) -> None:
         while (order_id := self.to_cancel.get()) is not None:
-            while self.call("DELETE", f"/orders/{order_id}").status is None:  # no web process: retry
+            deadline = time.monotonic() + 60
+            while self.call("DELETE", f"/orders/{order_id}").status in NO_VERDICT and time.monotonic() < deadline:
                 time.sleep(0.05)
 
     def run(self) -> None:
@@ -226,9 +332,6 @@ class Trader(threading.Thread):
         try:
             while not self.stop.is_set() and (self.orders is None or self.sent < self.orders):
                 reply = self.order(self.side, 100.0)
-                if reply.status is None:
-                    time.sleep(0.05)
-                    continue
                 self.sent += 1
                 if reply.body and reply.body.get("status") == "accepted":
                     self.accepted.append(reply.body["order_id"])
@@ -241,7 +344,7 @@ class Trader(threading.Thread):
                     time.sleep(self.pause_s)
         finally:
             self.to_cancel.put(None)
-            canceller.join(timeout=60)
+            canceller.join(timeout=90)
 
 
 def register_pairs(stack: ProcfileStack, pairs: int, prefix: str) -> list[tuple[str, str, str]]:
@@ -273,6 +376,15 @@ def fills_exactly_once() -> list[str]:
     return problems
 
 
+def orders_per_client_id() -> list[str]:
+    """Client ids carried by more than one of a team's orders: the traders never reuse one, so a
+    second order means a resend was taken for a new order."""
+    from exchange.models import Order
+
+    counts = Counter(Order.objects.filter(client_order_id__isnull=False).values_list("team_id", "client_order_id"))
+    return [f"TEAM_{team} {coid}: {n} orders" for (team, coid), n in counts.items() if n > 1]
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return 0.0
@@ -284,7 +396,9 @@ def report(drill: str, **numbers: Any) -> None:
     """Print a drill's numbers and append them to ``<var>/chaos-results.jsonl``."""
     import json
 
-    line = json.dumps({"drill": drill, "long": LONG, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **numbers})
+    line = json.dumps(
+        {"drill": drill, "long": LONG, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **numbers}
+    )
     print(f"\nCHAOS {line}")
     with open(Path(settings.VAR_DIR) / "chaos-results.jsonl", "a") as out:
         out.write(line + "\n")

@@ -25,14 +25,20 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture
 def chaos_db(transactional_db: None) -> None:
-    """The demo instruments, and limits that load cannot hit (the rate limiter is still asked)."""
+    """The demo instruments, and limits that load cannot hit (the rate limiter is still asked).
+    The database starts empty: so does the matching queue on the session's Redis."""
+    from exchange.matching.queue import forget
     from exchange.models import Instrument, RolePolicy
     from exchange.policies import role_policies
+    from tradinggame.redis_clients import sync_client
+
+    forget(sync_client())
 
     for strike in (4400, 4500):
         for kind in ("call", "put"):
             Instrument.objects.get_or_create(
-                symbol=f"SPX_{strike}_{kind.upper()}", defaults={"underlying": "SPX", "option_type": kind, "strike": strike}
+                symbol=f"SPX_{strike}_{kind.upper()}",
+                defaults={"underlying": "SPX", "option_type": kind, "strike": strike},
             )
     role_policies()
     RolePolicy.objects.update(orders_per_second=100_000, position_limit=10**6, portfolio_limit=10**7)
@@ -67,5 +73,3 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
-
-

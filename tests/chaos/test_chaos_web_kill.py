@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 import requests
 import websockets
-from chaos_support import INSTRUMENTS, LONG, Trader, fills_exactly_once, report
+from chaos_support import INSTRUMENTS, LONG, Trader, fills_exactly_once, orders_per_client_id, report
 
 from accounts.models import Team
-from exchange.models import Command, Fill, Position
+from exchange.models import Fill, Position
 
 pytestmark = pytest.mark.chaos
 
@@ -59,7 +59,9 @@ class Bot:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                async with websockets.connect(f"{self.ws_url}?api_key={self.key}", open_timeout=5, max_queue=None) as ws:
+                async with websockets.connect(
+                    f"{self.ws_url}?api_key={self.key}", open_timeout=5, max_queue=None
+                ) as ws:
                     first = json.loads(await asyncio.wait_for(ws.recv(), timeout=10))
                     assert (first["seq"], first["type"]) == (1, "position_snapshot"), first
                     self.snapshots.append(first["data"])
@@ -72,7 +74,9 @@ class Bot:
                         )
                         reply.raise_for_status()
                         for f in reply.json()["fills"]:
-                            self.record((trade_number(f["trade_id"]), int(f["order_id"][4:]), f["position"]), self.caught_up)
+                            self.record(
+                                (trade_number(f["trade_id"]), int(f["order_id"][4:]), f["position"]), self.caught_up
+                            )
                     self.connections.append(fills)
                     self.connected_at.append(time.monotonic())
                     self.connected.set()
@@ -83,11 +87,15 @@ class Bot:
                         except TimeoutError:
                             continue
                         if frame["seq"] != seq + 1:
-                            self.seq_errors.append(f"connection {len(self.connections)}: seq {frame['seq']} after {seq}")
+                            self.seq_errors.append(
+                                f"connection {len(self.connections)}: seq {frame['seq']} after {seq}"
+                            )
                         seq = frame["seq"]
                         if frame["type"] == "execution_report":
                             data = frame["data"]
-                            self.record((trade_number(data["trade_id"]), int(data["order_id"][4:]), data["position"]), fills)
+                            self.record(
+                                (trade_number(data["trade_id"]), int(data["order_id"][4:]), data["position"]), fills
+                            )
             except (websockets.ConnectionClosed, OSError, TimeoutError):
                 if self.connected.is_set():
                     self.lost_at.append(time.monotonic())
@@ -136,7 +144,9 @@ def test_web_killed_bots_resync_from_snapshot_and_fills(start_stack) -> None:
             name = f"Resync {n} {side}"
             key = stack.register(name, "market_maker")
             bots.append(Bot(name, key, stack.ws_url, stack.base_url))
-            traders.append(Trader(stack.base_url, key, side, INSTRUMENTS[n % len(INSTRUMENTS)], None, stop, pause_s=0.005))
+            traders.append(
+                Trader(stack.base_url, key, side, INSTRUMENTS[n % len(INSTRUMENTS)], None, stop, pause_s=0.005)
+            )
     runner = BotRunner(bots)
     runner.start()
     deadline = time.monotonic() + 20
@@ -163,7 +173,7 @@ def test_web_killed_bots_resync_from_snapshot_and_fills(start_stack) -> None:
             time.sleep(BACKLOG_S)
             stack.kill("web")  # SIGKILL: no close frames, no goodbye
             killed_at = time.monotonic()
-            backlog = Command.objects.filter(processed_at__isnull=True).count()
+            backlog = sum(stack.waiting_commands())
             stack.start("worker")
             stack.wait_worker_drained(timeout=30)
             matched_while_down_s = time.monotonic() - killed_at
@@ -177,14 +187,16 @@ def test_web_killed_bots_resync_from_snapshot_and_fills(start_stack) -> None:
                 assert time.monotonic() < deadline, "a bot could not reconnect:\n" + stack.logs("web")[-3000:]
                 time.sleep(0.02)
             reconnected_at = max(bot.connected_at[-1] for bot in bots)
-            kills.append({
-                "fills_seen_before_kill": seen_at_kill,
-                "commands_unmatched_at_kill": backlog,
-                "backlog_matched_while_web_down_after_s": round(matched_while_down_s, 2),
-                "web_start_to_healthy_s": round(healthy_at - started_at, 2),
-                "kill_to_all_bots_resynced_s": round(reconnected_at - killed_at, 2),
-                "web_start_to_all_bots_resynced_s": round(reconnected_at - started_at, 2),
-            })
+            kills.append(
+                {
+                    "fills_seen_before_kill": seen_at_kill,
+                    "commands_unmatched_at_kill": backlog,
+                    "backlog_matched_while_web_down_after_s": round(matched_while_down_s, 2),
+                    "web_start_to_healthy_s": round(healthy_at - started_at, 2),
+                    "kill_to_all_bots_resynced_s": round(reconnected_at - killed_at, 2),
+                    "web_start_to_all_bots_resynced_s": round(reconnected_at - started_at, 2),
+                }
+            )
             time.sleep(AFTER_S)
     finally:
         stop.set()
@@ -217,7 +229,9 @@ def test_web_killed_bots_resync_from_snapshot_and_fills(start_stack) -> None:
             assert not twice, f"{bot.name}: connection {n + 1} delivered fills twice: {twice[:5]}"
         assert len({(t, o) for t, o, _ in bot.caught_up}) == len(bot.caught_up), "GET /fills repeated a fill"
         missing, extra = expected[bot.name] - union, union - expected[bot.name]
-        assert not missing and not extra, f"{bot.name}: missing {sorted(missing)[:5]}, not in the database {sorted(extra)[:5]}"
+        assert not missing and not extra, (
+            f"{bot.name}: missing {sorted(missing)[:5]}, not in the database {sorted(extra)[:5]}"
+        )
         # Its last known position (from the newest fill it holds) is the database's.
         newest = max((f for c in [*bot.connections, bot.caught_up] for f in c), default=None)
         position = Position.objects.filter(team=team).values_list("quantity", flat=True).first() or 0
@@ -230,13 +244,18 @@ def test_web_killed_bots_resync_from_snapshot_and_fills(start_stack) -> None:
             "connections": len(bot.connections),
         }
     assert fills_exactly_once() == []
+    assert orders_per_client_id() == [], "an order resent after the web process died was taken twice"
     ok, output = stack.check_invariants()
     assert ok, output
 
     replies = [r for t in traders for r in t.replies]
     report(
-        "web_kill", bots=len(bots), kills=kills, final_drain_s=round(drain_s, 2),
+        "web_kill",
+        bots=len(bots),
+        kills=kills,
+        final_drain_s=round(drain_s, 2),
         fills_total=sum(v["fills"] for v in per_bot.values()),
         fills_recovered_only_by_catch_up=sum(v["only_from_catch_up"] for v in per_bot.values()),
-        order_requests=dict(Counter(str(r.status) for r in replies)), per_bot=per_bot,
+        order_requests=dict(Counter(str(r.status) for r in replies)),
+        per_bot=per_bot,
     )

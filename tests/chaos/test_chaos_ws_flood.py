@@ -99,8 +99,11 @@ async def drill(stack: Any, keys: list[str]) -> dict[str, Any]:
                 order = {"instrument_id": "SPX_4500_CALL", "order_type": "limit", "quantity": 1, "price": 100.0}
                 for key, side in ((keys[1], "buy"), (keys[2], "sell")):
                     reply = await asyncio.to_thread(
-                        requests.post, stack.base_url + "/orders", json=dict(order, side=side),
-                        headers={"X-API-Key": key}, timeout=30,
+                        requests.post,
+                        stack.base_url + "/orders",
+                        json=dict(order, side=side),
+                        headers={"X-API-Key": key},
+                        timeout=30,
                     )
                     assert reply.json()["status"] == "accepted", reply.text
                 sent = time.perf_counter()
@@ -128,8 +131,13 @@ def test_thousand_websockets_at_once_all_get_their_snapshot(start_stack) -> None
     outcome = asyncio.run(drill(stack, keys))
     log = (stack.log_dir / "web.log").read_text(errors="replace")
     report(
-        "ws_flood", teams=TEAMS, per_team=PER_TEAM, fd_limit=limits[0], register_teams_s=round(register_s, 2),
-        channel_layer_pool_exhausted=log.count("Too many connections"), **outcome,
+        "ws_flood",
+        teams=TEAMS,
+        per_team=PER_TEAM,
+        fd_limit=limits[0],
+        register_teams_s=round(register_s, 2),
+        channel_layer_pool_exhausted=log.count("Too many connections"),
+        **outcome,
     )
     for result in outcome["rounds"]:
         assert result["failed"] == 0 and result["snapshots"] == TEAMS * PER_TEAM, (

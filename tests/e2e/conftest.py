@@ -12,7 +12,9 @@ from django.conf import settings
 from django.core.management import call_command
 from django.db import connection
 
+from exchange.matching.queue import forget
 from tradinggame.procfile import ProcfileStack
+from tradinggame.redis_clients import sync_client
 
 
 def database_url() -> str:
@@ -30,8 +32,10 @@ def stack(transactional_db: None, tmp_path: Path) -> Iterator[ProcfileStack]:
     for strike in (4400, 4500):
         for kind in ("call", "put"):
             Instrument.objects.get_or_create(
-                symbol=f"SPX_{strike}_{kind.upper()}", defaults={"underlying": "SPX", "option_type": kind, "strike": strike}
+                symbol=f"SPX_{strike}_{kind.upper()}",
+                defaults={"underlying": "SPX", "option_type": kind, "strike": strike},
             )
+    forget(sync_client())  # the database starts empty: so does the matching queue
     running = ProcfileStack(tmp_path, {"DATABASE_URL": database_url(), "REDIS_URL": settings.REDIS_URL})
     running.start()
     try:

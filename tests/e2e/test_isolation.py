@@ -32,7 +32,9 @@ async def test_teams_see_only_their_own(stack) -> None:
     order = {"instrument_id": "SPX_4500_CALL", "order_type": "limit", "quantity": 5, "price": 100.0}
     async with websockets.connect(f"{stack.ws_url}?api_key={bob}") as bob_ws:
         await bob_ws.recv()  # snapshot
-        resting = call(stack, alice, "POST", "/orders", json=dict(order, side="buy", client_order_id="alice-secret")).json()
+        resting = call(
+            stack, alice, "POST", "/orders", json=dict(order, side="buy", client_order_id="alice-secret")
+        ).json()
         call(stack, alice, "POST", "/orders", json=dict(order, side="buy", price=99.0, quantity=2))
         bob_order = call(stack, bob, "POST", "/orders", json=dict(order, side="sell", quantity=3)).json()
         bob_frames = await frames_until_quiet(bob_ws)
@@ -59,7 +61,9 @@ async def test_teams_see_only_their_own(stack) -> None:
     assert call(stack, bob, "GET", f"/positions/{alice_team}").status_code == 403
 
     # Lists hold only the caller's own records.
-    assert [o["order_id"] for o in call(stack, bob, "GET", "/orders?status=all").json()["orders"]] == [bob_order["order_id"]]
+    assert [o["order_id"] for o in call(stack, bob, "GET", "/orders?status=all").json()["orders"]] == [
+        bob_order["order_id"]
+    ]
     assert {f["order_id"] for f in call(stack, bob, "GET", "/fills").json()["fills"]} == {bob_order["order_id"]}
     account = call(stack, bob, "GET", "/account").json()
     assert account["team_id"] != alice_team and [p["position"] for p in account["positions"]] == [-3]

@@ -26,20 +26,27 @@ async def next_private(ws, last_seq: int) -> tuple[dict, int]:
 async def test_resting_buy_and_crossing_sell(stack) -> None:
     maker_key = stack.register("Makers", "market_maker")
     taker_key = stack.register("Takers", "hedge_fund")
-    async with websockets.connect(f"{stack.ws_url}?api_key={maker_key}") as maker_ws, \
-            websockets.connect(f"{stack.ws_url}?api_key={taker_key}") as taker_ws:
+    async with (
+        websockets.connect(f"{stack.ws_url}?api_key={maker_key}") as maker_ws,
+        websockets.connect(f"{stack.ws_url}?api_key={taker_key}") as taker_ws,
+    ):
         snapshots = [json.loads(await ws.recv()) for ws in (maker_ws, taker_ws)]
         assert [(s["seq"], s["type"]) for s in snapshots] == [(1, "position_snapshot")] * 2
         order = {"instrument_id": "SPX_4500_CALL", "order_type": "limit", "quantity": 10, "price": 100.0}
-        buy = requests.post(stack.base_url + "/orders", headers={"X-API-Key": maker_key},
-                            json=dict(order, side="buy", client_order_id="MY_ORDER_001"), timeout=10).json()
+        buy = requests.post(
+            stack.base_url + "/orders",
+            headers={"X-API-Key": maker_key},
+            json=dict(order, side="buy", client_order_id="MY_ORDER_001"),
+            timeout=10,
+        ).json()
         assert buy["status"] == "accepted"
         ack, maker_seq = await next_private(maker_ws, 1)
         assert ack["type"] == "new_order_ack", str(ack["data"])
         assert (ack["seq"], ack["type"], ack["data"]["order_id"]) == (2, "new_order_ack", buy["order_id"])
 
-        sell = requests.post(stack.base_url + "/orders", headers={"X-API-Key": taker_key},
-                             json=dict(order, side="sell"), timeout=10).json()
+        sell = requests.post(
+            stack.base_url + "/orders", headers={"X-API-Key": taker_key}, json=dict(order, side="sell"), timeout=10
+        ).json()
         assert sell["status"] == "accepted"
         taker_ack, taker_seq = await next_private(taker_ws, 1)
         # the taker saw the maker's quote on the public tape first, so its ack comes after that
@@ -50,12 +57,23 @@ async def test_resting_buy_and_crossing_sell(stack) -> None:
     assert maker_fill["type"] == taker_fill["type"] == "execution_report"
     assert maker_fill["data"]["trade_id"] == taker_fill["data"]["trade_id"]
     assert maker_fill["data"] | {"trade_id": None} == {
-        "order_id": buy["order_id"], "client_order_id": "MY_ORDER_001", "trade_id": None,
-        "instrument_id": "SPX_4500_CALL", "side": "buy", "executed_quantity": 10, "executed_price": 100.0,
-        "remaining_quantity": 0, "order_status": "filled", "liquidity_type": "maker", "fees": -0.2, "position": 10,
+        "order_id": buy["order_id"],
+        "client_order_id": "MY_ORDER_001",
+        "trade_id": None,
+        "instrument_id": "SPX_4500_CALL",
+        "side": "buy",
+        "executed_quantity": 10,
+        "executed_price": 100.0,
+        "remaining_quantity": 0,
+        "order_status": "filled",
+        "liquidity_type": "maker",
+        "fees": -0.2,
+        "position": 10,
     }
     assert (taker_fill["data"]["liquidity_type"], taker_fill["data"]["fees"], taker_fill["data"]["position"]) == (
-        "taker", 0.2, -10,
+        "taker",
+        0.2,
+        -10,
     )
     fills = requests.get(stack.base_url + "/fills", headers={"X-API-Key": maker_key}, timeout=10).json()["fills"]
     assert [(f["trade_id"], f["quantity"], f["position"]) for f in fills] == [(maker_fill["data"]["trade_id"], 10, 10)]
@@ -63,6 +81,8 @@ async def test_resting_buy_and_crossing_sell(stack) -> None:
 
 # --- the seed guide's example bot, as users have it (host and port pointed at the test server) ---
 
+
+# fmt: off
 class TradingBot:
     def __init__(self, api_key):
         self.api_key = api_key
@@ -121,6 +141,7 @@ class TradingBot:
         """Wait for order to be filled."""
         while self.pending_orders.get(order_id) != "filled":
             await asyncio.sleep(0.1)
+# fmt: on
 
 
 async def test_the_seed_guides_bot_gets_its_ack_and_fill(stack, capsys) -> None:
@@ -133,9 +154,18 @@ async def test_the_seed_guides_bot_gets_its_ack_and_fill(stack, capsys) -> None:
         deadline = time.monotonic() + 20
         while "acknowledged" not in bot.pending_orders.values() and time.monotonic() < deadline:
             time.sleep(0.05)
-        requests.post(stack.base_url + "/orders", headers={"X-API-Key": counterparty}, timeout=10, json={
-            "instrument_id": "SPX_4500_CALL", "order_type": "limit", "side": "sell", "quantity": 10, "price": 100.0,
-        })
+        requests.post(
+            stack.base_url + "/orders",
+            headers={"X-API-Key": counterparty},
+            timeout=10,
+            json={
+                "instrument_id": "SPX_4500_CALL",
+                "order_type": "limit",
+                "side": "sell",
+                "quantity": 10,
+                "price": 100.0,
+            },
+        )
 
     crosser = threading.Thread(target=cross_when_acknowledged)
     crosser.start()

@@ -16,8 +16,11 @@ import websockets
 from asgiref.sync import sync_to_async
 
 from accounts import throttle
+from accounts.keycache import CACHE_TTL_S, DIRECTORY
+from accounts.keys import key_digest
 from accounts.models import Team
 from accounts.services import key_rotate
+from tradinggame.redis_clients import sync_client
 
 pytestmark = pytest.mark.e2e
 
@@ -142,3 +145,31 @@ async def test_rotation_and_disabling_close_open_connections_within_seconds(stac
     assert call(stack, new_key, "GET", "/positions").status_code == 200
     assert call(stack, disabled_key, "GET", "/positions").status_code == 403
     assert await close_of(f"{stack.ws_url}?api_key={rotated_key}") == (1008, "invalid or missing API key")
+
+
+def test_a_valid_key_is_neither_refused_nor_counted_while_a_lost_key_directory_is_rebuilt(
+    stack, clean_addresses
+) -> None:
+    """Redis lost its data (a restart without persistence): until the matching worker has put the
+    key directory back, the order path cannot tell a valid key from a wrong one, so it answers 503
+    (try again) rather than 401, and counts nothing against the address."""
+    key = stack.register("Directory Desk", "market_maker")
+    order = {"instrument_id": "SPX_4500_CALL", "order_type": "limit", "side": "buy", "quantity": 1, "price": 90.0}
+    assert call(stack, key, "POST", "/orders", json=order).json()["status"] == "accepted"
+    stack.kill("worker")
+    sync_client().flushdb()
+    time.sleep(CACHE_TTL_S + 0.1)  # the web process's own cache of the key has expired
+    for _ in range(throttle.DEFAULT_LIMIT + 5):
+        reply = call(stack, key, "POST", "/orders", json=order)
+        assert reply.status_code == 503 and reply.json()["error_code"] == "MATCHING_UNAVAILABLE", reply.text
+    assert throttle.blocked_for(HERE) == 0
+    assert call(stack, key, "GET", "/positions").status_code == 200
+
+    stack.start("worker")  # it rebuilds the directory and seeds the queue again
+    deadline = time.monotonic() + 30
+    while (reply := call(stack, key, "POST", "/orders", json=order)).status_code == 503:
+        assert time.monotonic() < deadline, reply.text
+        time.sleep(0.1)
+    assert reply.status_code == 200 and reply.json()["status"] == "accepted", reply.text
+    assert sync_client().hexists(DIRECTORY, key_digest(key))
+    assert call(stack, "itg_" + "W" * 43, "POST", "/orders", json=order).status_code == 401  # wrong again

@@ -58,7 +58,9 @@ class Desk:
 
     async def submit(self, **order) -> str:
         def post():
-            return requests.post(self.stack.base_url + "/orders", headers={"X-API-Key": self.key}, json=order, timeout=10)
+            return requests.post(
+                self.stack.base_url + "/orders", headers={"X-API-Key": self.key}, json=order, timeout=10
+            )
 
         reply = (await asyncio.to_thread(post)).json()
         assert reply["status"] == "accepted", reply
@@ -72,20 +74,33 @@ class Desk:
 
 def listed(symbol: str) -> str:
     underlying, strike, kind = symbol.split("_")
-    Instrument.objects.get_or_create(symbol=symbol, defaults={"underlying": underlying, "option_type": kind.lower(),
-                                                             "strike": int(strike)})
+    Instrument.objects.get_or_create(
+        symbol=symbol, defaults={"underlying": underlying, "option_type": kind.lower(), "strike": int(strike)}
+    )
     return symbol
 
 
-async def run(stack, symbol: str, book: list[tuple[str, float, int]], incoming: dict,
-              expected: list[tuple[int, int, float]], leftover: str | None = None) -> None:
+async def run(
+    stack,
+    symbol: str,
+    book: list[tuple[str, float, int]],
+    incoming: dict,
+    expected: list[tuple[int, int, float]],
+    leftover: str | None = None,
+) -> None:
     """Rest ``book`` (side, price, quantity; one team each), send ``incoming`` from a hedge fund,
     and check the fills: (index of the resting order, quantity, price), in order."""
     await asyncio.to_thread(listed, symbol)
     makers = [await Desk.open(stack, "market_maker") for _ in book]
     resting = [
-        await desk.submit(instrument_id=symbol, order_type="limit", side=side, price=price, quantity=quantity,
-                          client_order_id=f"rest-{n}")
+        await desk.submit(
+            instrument_id=symbol,
+            order_type="limit",
+            side=side,
+            price=price,
+            quantity=quantity,
+            client_order_id=f"rest-{n}",
+        )
         for n, (desk, (side, price, quantity)) in enumerate(zip(makers, book, strict=True))
     ]
     taker = await Desk.open(stack, "hedge_fund")
@@ -102,10 +117,18 @@ async def run(stack, symbol: str, book: list[tuple[str, float, int]], incoming: 
         position += sign * quantity
         data = report["data"]
         assert data == {
-            "order_id": taker_order, "client_order_id": "incoming", "trade_id": data["trade_id"],
-            "instrument_id": symbol, "side": side, "executed_quantity": quantity, "executed_price": price,
-            "remaining_quantity": left, "order_status": "filled" if left == 0 else "partially_filled",
-            "liquidity_type": "taker", "fees": pytest.approx(TAKER_FEE * quantity), "position": position,
+            "order_id": taker_order,
+            "client_order_id": "incoming",
+            "trade_id": data["trade_id"],
+            "instrument_id": symbol,
+            "side": side,
+            "executed_quantity": quantity,
+            "executed_price": price,
+            "remaining_quantity": left,
+            "order_status": "filled" if left == 0 else "partially_filled",
+            "liquidity_type": "taker",
+            "fees": pytest.approx(TAKER_FEE * quantity),
+            "position": position,
         }
         desk, (maker_side, _, maker_quantity) = makers[index], book[index]
         maker_filled[index] += quantity
@@ -114,17 +137,26 @@ async def run(stack, symbol: str, book: list[tuple[str, float, int]], incoming: 
         )
         remaining = maker_quantity - maker_filled[index]
         assert maker_report["data"] == {
-            "order_id": resting[index], "client_order_id": f"rest-{index}", "trade_id": data["trade_id"],
-            "instrument_id": symbol, "side": maker_side, "executed_quantity": quantity, "executed_price": price,
-            "remaining_quantity": remaining, "order_status": "filled" if remaining == 0 else "partially_filled",
-            "liquidity_type": "maker", "fees": pytest.approx(MAKER_FEE * quantity),
+            "order_id": resting[index],
+            "client_order_id": f"rest-{index}",
+            "trade_id": data["trade_id"],
+            "instrument_id": symbol,
+            "side": maker_side,
+            "executed_quantity": quantity,
+            "executed_price": price,
+            "remaining_quantity": remaining,
+            "order_status": "filled" if remaining == 0 else "partially_filled",
+            "liquidity_type": "maker",
+            "fees": pytest.approx(MAKER_FEE * quantity),
             "position": -sign * maker_filled[index],
         }
     if leftover == "cancelled":
         [cancel] = await taker.wait(taker.about(taker_order, "cancel_ack"))
         assert cancel["data"]["cancelled_quantity"] == left and cancel["data"]["reason"] == "ioc_remainder"
     final = await asyncio.to_thread(
-        lambda: requests.get(f"{stack.base_url}/orders/{taker_order}", headers={"X-API-Key": taker.key}, timeout=10).json()
+        lambda: requests.get(
+            f"{stack.base_url}/orders/{taker_order}", headers={"X-API-Key": taker.key}, timeout=10
+        ).json()
     )
     assert final["filled_quantity"] == incoming["quantity"] - left
     assert final["remaining_quantity"] == (left if leftover == "rests" else 0)
@@ -136,8 +168,14 @@ async def run(stack, symbol: str, book: list[tuple[str, float, int]], incoming: 
         await desk.close()
 
 
-BOOK = [("sell", 100.00, 20), ("sell", 100.50, 15), ("sell", 101.00, 10),
-        ("buy", 99.50, 15), ("buy", 99.00, 20), ("buy", 98.50, 10)]
+BOOK = [
+    ("sell", 100.00, 20),
+    ("sell", 100.50, 15),
+    ("sell", 101.00, 10),
+    ("buy", 99.50, 15),
+    ("buy", 99.00, 20),
+    ("buy", 98.50, 10),
+]
 
 
 async def test_market_buy_15(stack) -> None:
@@ -149,31 +187,62 @@ async def test_market_sell_10(stack) -> None:
 
 
 async def test_limit_buy_30_at_100_50_sweeps_two_levels(stack) -> None:
-    await run(stack, "SPX_4200_CALL", BOOK, {"order_type": "limit", "side": "buy", "quantity": 30, "price": 100.5},
-              [(0, 20, 100.0), (1, 10, 100.5)])
+    await run(
+        stack,
+        "SPX_4200_CALL",
+        BOOK,
+        {"order_type": "limit", "side": "buy", "quantity": 30, "price": 100.5},
+        [(0, 20, 100.0), (1, 10, 100.5)],
+    )
 
 
 async def test_limit_buy_5_at_99_75_rests_inside_the_spread(stack) -> None:
-    await run(stack, "SPX_4250_CALL", BOOK, {"order_type": "limit", "side": "buy", "quantity": 5, "price": 99.75},
-              [], leftover="rests")
-    book = requests.get(stack.base_url + "/orderbook/SPX_4250_CALL?depth=1", timeout=10,
-                        headers={"X-API-Key": stack.register("Reader", "retail")}).json()
+    await run(
+        stack,
+        "SPX_4250_CALL",
+        BOOK,
+        {"order_type": "limit", "side": "buy", "quantity": 5, "price": 99.75},
+        [],
+        leftover="rests",
+    )
+    book = requests.get(
+        stack.base_url + "/orderbook/SPX_4250_CALL?depth=1",
+        timeout=10,
+        headers={"X-API-Key": stack.register("Reader", "retail")},
+    ).json()
     assert book["bids"] == [{"price": 99.75, "quantity": 5}] and book["asks"] == [{"price": 100.0, "quantity": 20}]
 
 
 async def test_limit_buy_25_at_101_50_gets_price_improvement(stack) -> None:
     asks = [("sell", 100.0, 10), ("sell", 101.0, 10), ("sell", 102.0, 10)]
-    await run(stack, "SPX_4300_CALL", asks, {"order_type": "limit", "side": "buy", "quantity": 25, "price": 101.5},
-              [(0, 10, 100.0), (1, 10, 101.0)], leftover="rests")
+    await run(
+        stack,
+        "SPX_4300_CALL",
+        asks,
+        {"order_type": "limit", "side": "buy", "quantity": 25, "price": 101.5},
+        [(0, 10, 100.0), (1, 10, 101.0)],
+        leftover="rests",
+    )
 
 
 async def test_three_equal_asks_fill_in_arrival_order(stack) -> None:
     asks = [("sell", 100.0, 10)] * 3
-    await run(stack, "SPX_4350_CALL", asks, {"order_type": "market", "side": "buy", "quantity": 25},
-              [(0, 10, 100.0), (1, 10, 100.0), (2, 5, 100.0)])
+    await run(
+        stack,
+        "SPX_4350_CALL",
+        asks,
+        {"order_type": "market", "side": "buy", "quantity": 25},
+        [(0, 10, 100.0), (1, 10, 100.0), (2, 5, 100.0)],
+    )
 
 
 async def test_market_order_larger_than_the_book_cancels_its_remainder(stack) -> None:
     asks = [("sell", 100.0, 5)]
-    await run(stack, "SPX_4050_CALL", asks, {"order_type": "market", "side": "buy", "quantity": 8},
-              [(0, 5, 100.0)], leftover="cancelled")
+    await run(
+        stack,
+        "SPX_4050_CALL",
+        asks,
+        {"order_type": "market", "side": "buy", "quantity": 8},
+        [(0, 5, 100.0)],
+        leftover="cancelled",
+    )

@@ -1,8 +1,8 @@
 """A client that stops reading, against the real web server: it is closed with 4008 (or reset if
 it never reads again) while a teammate's connection gets every frame, on time and without a gap.
 
-The flood is published from this process through ``Outbox`` to the stack's Redis, like the
-matching worker does.
+The flood is published from this process with the matching worker's own ``Publisher`` to the
+stack's Redis: one layer message per batch, numbered in the publisher's epoch.
 """
 
 from __future__ import annotations
@@ -22,7 +22,10 @@ from websockets.http11 import Response
 from websockets.uri import parse_uri
 
 from accounts.models import Team
-from exchange.publisher import Outbox
+from exchange import clock
+from exchange.matching.publish import Publisher
+from exchange.matching.worker import Batch, frame
+from tradinggame.redis_clients import sync_client
 
 pytestmark = pytest.mark.e2e
 
@@ -30,6 +33,7 @@ SEND_TIMEOUT_S = 1.0
 CLOSE_TIMEOUT_S = 8.0
 FRAMES = 4000
 PER_BATCH = 100
+AHEAD = 500  # frames published and not yet read by the reader, at most
 PAD = "x" * 2000  # 8 MB in all: more than the kernel buffers between server and client
 STAMP = "2024-01-15T10:00:00.000000Z"
 
@@ -87,16 +91,24 @@ class RawClient:
         return self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNRESET
 
 
-def publish(team_pk: int, first: int, count: int) -> None:
-    outbox = Outbox()
-    for n in range(first, first + count):
-        outbox.to_team(team_pk, "signal", {"signal_type": "load", "n": n, "pad": PAD}, STAMP)
-    outbox.send()
+class Flood:
+    """Signals for one team, ``count`` frames per layer message, as the worker publishes a batch."""
+
+    def __init__(self, team_pk: int) -> None:
+        self.team_pk = team_pk
+        self.publisher = Publisher(sync_client(), "slow-consumer-test")
+
+    def publish(self, first: int, count: int) -> None:
+        batch = Batch(now=clock.now(), stamp=STAMP)
+        batch.private[self.team_pk] = [
+            frame("signal", STAMP, {"signal_type": "load", "n": n, "pad": PAD}) for n in range(first, first + count)
+        ]
+        self.publisher.send(batch, finished_inflight=False)
 
 
 def test_a_client_that_stops_reading_is_closed_while_its_teammate_gets_everything(stack) -> None:
     key = stack.register("Slowpokes", "market_maker")
-    team_pk = Team.objects.get(name="Slowpokes").pk
+    flood = Flood(Team.objects.get(name="Slowpokes").pk)
     url = f"{stack.ws_url}?api_key={key}"
     reader, slow, stuck = RawClient(url), RawClient(url, receive_buffer=4096), RawClient(url, receive_buffer=4096)
     for client in (reader, slow, stuck):
@@ -111,12 +123,17 @@ def test_a_client_that_stops_reading_is_closed_while_its_teammate_gets_everythin
             if frame["data"]["n"] == FRAMES - 1:
                 return
 
-    # From here on `slow` and `stuck` read nothing.
+    # From here on `slow` and `stuck` read nothing. The reader keeps up: the flood is published no
+    # further ahead of it than half a connection's backlog (EXCHANGE_WS_MAX_BACKLOG, 1,000 frames).
     thread = threading.Thread(target=read_flood)
     thread.start()
     started = time.monotonic()
     for first_n in range(0, FRAMES, PER_BATCH):
-        publish(team_pk, first_n, PER_BATCH)
+        deadline = time.monotonic() + 30
+        while first_n - len(received) > AHEAD:
+            assert thread.is_alive() and time.monotonic() < deadline, f"the reader stopped at {len(received)}"
+            time.sleep(0.005)
+        flood.publish(first_n, PER_BATCH)
     thread.join(60)
     flood_s = time.monotonic() - started
     assert [f["seq"] for f in received] == list(range(2, FRAMES + 2)), "the reader must see every frame, in order"
@@ -125,7 +142,7 @@ def test_a_client_that_stops_reading_is_closed_while_its_teammate_gets_everythin
     # The stalled connections cost the reader no latency.
     for n in range(FRAMES, FRAMES + 5):
         sent = time.monotonic()
-        publish(team_pk, n, 1)
+        flood.publish(n, 1)
         frame = reader.next_frame(5)
         assert frame is not None and frame["data"]["n"] == n
         assert time.monotonic() - sent < 0.5

@@ -20,26 +20,14 @@ from accounts.models import Team
 from exchange.matching import loop, queue
 from exchange.models import JournalEntry, Order
 from exchange.services import operator
+from exchange.wire import OrderReply
 from tradinggame.redis_clients import sync_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 MakeTeam = Callable[..., tuple[Team, str]]
 Api = Callable[..., APIClient]
 
-REPLY_FIELDS = {
-    "order_id",
-    "client_order_id",
-    "status",
-    "timestamp",
-    "filled_quantity",
-    "average_price",
-    "fees",
-    "liquidity_type",
-    "error_code",
-    "error_message",
-    "details",
-    "request_id",
-}
+REPLY_FIELDS = set(OrderReply.__required_keys__)  # the reply's one declaration
 ORDER = {"instrument_id": "SPX_4500_CALL", "order_type": "limit", "side": "buy", "quantity": 1, "price": 100.0}
 
 
