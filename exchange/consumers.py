@@ -93,6 +93,7 @@ class TeamConsumer(AsyncWebsocketConsumer):
         self.registry: ConnectionRegistry | None = None
         self.ready = asyncio.Event()
         self.admitted = asyncio.Event()  # connect finished: layer messages may be dispatched
+        self.handshake_done = False
         self.delivery: ConnectionDelivery | None = None  # set once the connection is admitted
         self.tasks: list[asyncio.Task[None]] = []
         self.unwatch_key: Callable[[], None] | None = None
@@ -152,6 +153,13 @@ class TeamConsumer(AsyncWebsocketConsumer):
             log.warning("channel layer lost for %s: %s", getattr(self, "channel_name", "?"), exc)
             await self.disconnect(TRY_AGAIN_LATER)
             with contextlib.suppress(Exception):
+                if not self.handshake_done:
+                    # The layer failed before the handshake was answered (the pub/sub layer
+                    # subscribes the connection's channel first): accept it, so the client sees
+                    # 1013 "try again" rather than an HTTP 403 that reads like a bad key.
+                    async with asyncio.timeout(JOIN_TIMEOUT_S):
+                        await receive()
+                    await send({"type": "websocket.accept"})
                 await send(
                     {"type": "websocket.close", "code": TRY_AGAIN_LATER, "reason": "service unavailable, try again"}
                 )
@@ -165,6 +173,7 @@ class TeamConsumer(AsyncWebsocketConsumer):
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         self.channel_name = await self.channel_layer.new_channel()
+        self.handshake_done = True  # from here on, connect() answers the handshake itself
         self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
         self.base_send = send
         pumps = [

@@ -115,6 +115,12 @@ class ConnectionDelivery:
         """Take in one layer message of ``group``; frames of a public group pass the subscription."""
         if self.close is not None:
             return
+        if message.get("lost"):
+            # A worker that died between a commit and its publish: frames of facts in the
+            # database never went out. Every connection resyncs from a fresh snapshot.
+            log.warning("group %s: the matching worker lost frames it had committed; resync", group)
+            self.fail(SLOW_CONSUMER)
+            return
         try:
             if not self.order.in_order(group, message["epoch"], message["group_seq"]):
                 log.warning(

@@ -146,7 +146,9 @@ class Gateway:
             await self._listen()
             limit = await self.rate_limit(owner.role) if limited else 0
             window = queue.rate_key(owner.team_pk, owner.created_us) if limit else None
-            keys, argv = queue.enqueue_args(queue.encode({**command, "r": self.web_id, "t": owner.team_pk}), window, limit)
+            keys, argv = queue.enqueue_args(
+                queue.encode({**command, "r": self.web_id, "t": owner.team_pk}), window, limit
+            )
             result = await self._enqueue(keys, argv)
         except (redis.RedisError, OSError, TimeoutError) as error:
             redis_on_request_path.trip()

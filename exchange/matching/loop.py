@@ -62,6 +62,11 @@ class MatchingLoop:
         leftovers = self.client.lrange(queue.INFLIGHT, 0, -1)
         if leftovers:
             log.info("%d commands were in flight at the last stop; deciding those not yet decided", len(leftovers))
+            if any(queue.decode(item)[0] <= self.worker.last_decided for item in leftovers):
+                # Committed, then the last worker died before publishing: their replies and frames
+                # are gone. The clients got 504 and learn the verdicts by resending; connections
+                # are told to resync.
+                self.publisher.frames_lost()
             self.process(leftovers)
         self.started.set()
 
@@ -139,7 +144,9 @@ class MatchingLoop:
         """Publish, and in the same round trip take the next batch (steady load: one round trip
         per batch besides the commit)."""
         started = time.thread_time()
-        self.next_items = self.publisher.send(batch, finished_inflight=inflight, take_next=settings.EXCHANGE_MATCHING_BATCH)
+        self.next_items = self.publisher.send(
+            batch, finished_inflight=inflight, take_next=settings.EXCHANGE_MATCHING_BATCH
+        )
         self.queue_was_empty = not self.next_items
         self.marked_at = time.monotonic()
         self.stats.spent("publish", time.thread_time() - started)

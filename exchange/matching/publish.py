@@ -81,6 +81,20 @@ class Publisher:
         self.counter_lost = not counter
         return list(taken)
 
+    def frames_lost(self) -> None:
+        """Tell every connection that frames of committed facts were never published (a worker
+        died between a batch's commit and its publish): each closes with 4008 and resyncs, rather
+        than wait for an ack that will not come. Every connection is in the market group."""
+        message = {
+            "type": MARKET_MESSAGES,
+            "epoch": self.epoch,
+            "group_seq": 0,
+            "sent_at": time.time(),
+            "frames": [],
+            "lost": True,
+        }
+        self.client.publish(layer_channel(MARKET_GROUP), self.layer.serialize(message))  # type: ignore[union-attr]
+
     def reply(self, reply_to: str, result: Any) -> None:
         pipe = self.client.pipeline(transaction=False)
         pipe.rpush(queue.REPLY + reply_to, orjson.dumps(result))

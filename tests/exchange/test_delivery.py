@@ -269,3 +269,20 @@ def test_reading_any_text_answers_and_never_raises(text: str) -> None:
 @given(st.binary(max_size=300))
 def test_binary_frames_always_get_an_error(data: bytes) -> None:
     assert isinstance(read_client_frame(None, data), ClientError)
+
+
+def test_a_lost_notice_from_a_restarted_worker_closes_with_4008() -> None:
+    """A worker that died between a batch's commit and its publish: the next one says so once on
+    the market group, and every connection resyncs instead of waiting for frames that are gone."""
+    delivery = ConnectionDelivery(max_backlog=100, max_lag_s=10)
+    delivery.group_message(MARKET_GROUP, message("e1", 7, signal(1)), True)
+    notice = {
+        "type": "market.messages",
+        "epoch": "e2",
+        "group_seq": 0,
+        "sent_at": time.time(),
+        "frames": [],
+        "lost": True,
+    }
+    delivery.group_message(MARKET_GROUP, notice, True)
+    assert delivery.close == SLOW_CONSUMER
