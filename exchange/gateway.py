@@ -237,7 +237,12 @@ class Gateway:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.warning("the verdict channel of %s was lost; subscribing again", self.web_id, exc_info=True)
+                # The traceback once per outage, not on every retry.
+                log.warning(
+                    "the verdict channel of %s was lost; subscribing again",
+                    self.web_id,
+                    exc_info=self.listening.is_set(),
+                )
                 self.listening.clear()
                 await asyncio.sleep(0.2)
             finally:

@@ -8,6 +8,7 @@ to ``EXCHANGE_MATCHING_BATCH`` commands at once, and blocks on the queue only wh
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -30,6 +31,7 @@ from tradinggame.redis_clients import sync_client
 
 log = logging.getLogger(__name__)
 
+GC_THRESHOLDS = (50_000, 20, 100)
 IDLE_WAIT_S = 0.5  # the longest block on an empty queue: the "deciding" mark is renewed this often
 RETRY_S = 0.5
 
@@ -68,6 +70,12 @@ class MatchingLoop:
                 # are told to resync.
                 self.publisher.frames_lost()
             self.process(leftovers)
+        # The state is large and lives as long as the process: keep the collector from
+        # rescanning it, and from running a full collection every few thousand allocations
+        # (each batch allocates hundreds of short-lived objects).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLDS)
         self.started.set()
 
     def seed(self) -> None:
@@ -94,7 +102,10 @@ class MatchingLoop:
                 self.step()
             except (redis.RedisError, OSError):
                 # What a lost reply took into the in-flight list is found again by a fresh start.
-                log.warning("Redis is unavailable to the matching worker; starting again", exc_info=True)
+                # The traceback once per outage (the first failure after a good start), not per retry.
+                log.warning(
+                    "Redis is unavailable to the matching worker; starting again", exc_info=self.started.is_set()
+                )
                 self.started.clear()
                 time.sleep(RETRY_S)
             except Exception:
