@@ -22,6 +22,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
+from django.conf import settings
 
 from accounts import throttle
 from accounts.keycache import CACHE_MAX, CACHE_TTL_S, DIRECTORY, KeyCache, KeyOwner
@@ -33,6 +34,7 @@ from tradinggame.redis_clients import ASYNC_TIMEOUT_S, async_client
 log = logging.getLogger(__name__)
 
 RATES_TTL_S = 1.0
+LAG_TICK_S = 0.005
 EARLY_KEEP_S = 10.0
 
 
@@ -58,6 +60,8 @@ class Gateway:
         self.rates_read_at = -RATES_TTL_S
         self.listening: asyncio.Event = asyncio.Event()
         self.listener: asyncio.Task[None] | None = None
+        self.lag_s = 0.0  # how late the event loop ran a timer, lately (exchange.gateway.LAG_TICK_S)
+        self.lag_watch: asyncio.Task[None] | None = None
 
     # --- authentication: the key cache, Redis on a miss ---------------------------------------------
     async def owner(self, key: str | None, address: str | None) -> KeyOwner:
@@ -214,6 +218,23 @@ class Gateway:
         return results
 
     # --- verdicts: one pub/sub channel per web process -------------------------------------------------
+    def overloaded(self) -> bool:
+        """Whether this process is past its CPU: its event loop runs timers late. New orders are
+        then refused at once (503), so the ones it took are answered in time."""
+        if self.lag_watch is None or self.lag_watch.done():
+            self.lag_watch = asyncio.get_running_loop().create_task(self._watch_lag(), name="loop-lag")
+        limit = settings.EXCHANGE_WEB_MAX_LAG_S
+        return bool(limit) and self.lag_s > limit
+
+    async def _watch_lag(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(LAG_TICK_S)
+            late = loop.time() - started - LAG_TICK_S
+            # Rises at once, falls by halves: one quick tick does not end an overload.
+            self.lag_s = late if late > self.lag_s else (self.lag_s + late) / 2
+
     async def _listen(self) -> None:
         if self.listener is None or self.listener.done():
             self.listening.clear()

@@ -184,6 +184,9 @@ EXCHANGE_MATCHING_BATCH = int(os.environ.get("EXCHANGE_MATCHING_BATCH", "500"))
 EXCHANGE_VERDICT_TIMEOUT_S = float(os.environ.get("EXCHANGE_VERDICT_TIMEOUT_S", "2"))
 EXCHANGE_MAX_BACKLOG = int(os.environ.get("EXCHANGE_MAX_BACKLOG", "500"))
 EXCHANGE_WORKER_STALL_S = float(os.environ.get("EXCHANGE_WORKER_STALL_S", "2"))
+# A web process whose event loop runs this late is past its CPU: new orders get 503 at once
+# rather than wait behind the ones it is already serving (0 turns the check off).
+EXCHANGE_WEB_MAX_LAG_S = float(os.environ.get("EXCHANGE_WEB_MAX_LAG_S", "0.05"))
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -50,6 +50,11 @@ async def submit(headers: Mapping[str, str], body: bytes, address: str | None) -
         return _refused(error)
     except Refused as refused:
         return _reply(503, wire.refused_order_reply(stamp, refused.code, refused.message, details=refused.details), 1)
+    if gateway().overloaded():
+        message = "this web process is at capacity; the order was not taken, retry shortly"
+        return _reply(
+            503, wire.refused_order_reply(stamp, "MATCHING_UNAVAILABLE", message, details={"component": "web"}), 1
+        )
     request_id = None
     try:
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
@@ -115,7 +120,9 @@ async def cancel_one(headers: Mapping[str, str], order_id: str, address: str | N
             owner, {"k": "c", "o": int(match.group(1))}, False, settings.EXCHANGE_VERDICT_TIMEOUT_S
         )
     except Refused as refused:
-        return _reply(refused.status, _cancel_refused(order_id, stamp, refused.code, refused.message), refused.retry_after_s)
+        return _reply(
+            refused.status, _cancel_refused(order_id, stamp, refused.code, refused.message), refused.retry_after_s
+        )
     except TimeoutError:
         pending = wire.cancel_reply(order_id, stamp, "pending_cancel", error_code=RejectCode.TIMEOUT)
         pending["error_message"] = "the matching engine has not answered yet; the verdict comes over the WebSocket"
@@ -140,11 +147,15 @@ async def cancel_all(headers: Mapping[str, str], query: Mapping[str, str], addre
     if instrument is not None and (len(instrument) > 64 or not printable(instrument)):
         return _reply(400, error_body("INVALID_FILTER", "instrument_id must be 1 to 64 printable characters"))
     try:
-        verdict = await gateway().command(owner, {"k": "ca", "i": instrument}, False, settings.EXCHANGE_VERDICT_TIMEOUT_S)
+        verdict = await gateway().command(
+            owner, {"k": "ca", "i": instrument}, False, settings.EXCHANGE_VERDICT_TIMEOUT_S
+        )
     except Refused as refused:
         return _reply(refused.status, error_body(refused.code, refused.message, refused.details), refused.retry_after_s)
     except TimeoutError:
-        return _reply(504, error_body("TIMEOUT", "the matching engine has not answered yet; cancels come over the WebSocket"))
+        return _reply(
+            504, error_body("TIMEOUT", "the matching engine has not answered yet; cancels come over the WebSocket")
+        )
     if "error" in verdict:
         phase = verdict.get("phase")
         return _reply(409, error_body("MARKET_CLOSED", f"cancels are not taken in phase {phase}", {"phase": phase}))
