@@ -19,7 +19,7 @@ from exchange.matching import loop
 
 @worker_ready.connect
 def _start_matching(sender: object = None, **kwargs: Any) -> None:
-    loop.start_in_thread()
+    loop.start_in_thread(tune_gc=True)
 
 
 @worker_shutdown.connect

@@ -37,7 +37,8 @@ RETRY_S = 0.5
 
 
 class MatchingLoop:
-    def __init__(self) -> None:
+    def __init__(self, tune_gc: bool = False) -> None:
+        self.tune_gc = tune_gc
         self.client: redis.Redis = sync_client(timeout_s=5)
         self.take = self.client.register_script(queue.TAKE)
         self.mark_script = self.client.register_script(queue.MARK)
@@ -70,12 +71,14 @@ class MatchingLoop:
                 # are told to resync.
                 self.publisher.frames_lost()
             self.process(leftovers)
-        # The state is large and lives as long as the process: keep the collector from
-        # rescanning it, and from running a full collection every few thousand allocations
-        # (each batch allocates hundreds of short-lived objects).
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(*GC_THRESHOLDS)
+        if self.tune_gc:
+            # The state is large and lives as long as the process: keep the collector from
+            # rescanning it, and from running a full collection every few thousand allocations
+            # (each batch allocates hundreds of short-lived objects). Only in a process of its own:
+            # it holds for the whole process.
+            gc.collect()
+            gc.freeze()
+            gc.set_threshold(*GC_THRESHOLDS)
         self.started.set()
 
     def seed(self) -> None:
@@ -242,11 +245,12 @@ _loop: MatchingLoop | None = None
 _thread: threading.Thread | None = None
 
 
-def start_in_thread() -> MatchingLoop:
-    """Start this process's matching loop (once); the Celery worker calls it when ready."""
+def start_in_thread(tune_gc: bool = False) -> MatchingLoop:
+    """Start this process's matching loop (once); the Celery worker calls it when ready, with
+    ``tune_gc`` since the process is the worker's own."""
     global _loop, _thread
     if _loop is None:
-        _loop = MatchingLoop()
+        _loop = MatchingLoop(tune_gc)
         _thread = threading.Thread(target=_loop.run, name="matching", daemon=True)
         _thread.start()
     return _loop
