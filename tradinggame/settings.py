@@ -185,8 +185,9 @@ EXCHANGE_VERDICT_TIMEOUT_S = float(os.environ.get("EXCHANGE_VERDICT_TIMEOUT_S", 
 EXCHANGE_MAX_BACKLOG = int(os.environ.get("EXCHANGE_MAX_BACKLOG", "500"))
 EXCHANGE_WORKER_STALL_S = float(os.environ.get("EXCHANGE_WORKER_STALL_S", "2"))
 # A web process whose event loop runs this late is past its CPU: new orders get 503 at once
-# rather than wait behind the ones it is already serving (0 turns the check off).
-EXCHANGE_WEB_MAX_LAG_S = float(os.environ.get("EXCHANGE_WEB_MAX_LAG_S", "0.05"))
+# rather than wait behind the ones it is already serving. Off (0) by default: a process busy
+# with a burst of WebSocket handshakes runs late too, and would refuse orders it could serve.
+EXCHANGE_WEB_MAX_LAG_S = float(os.environ.get("EXCHANGE_WEB_MAX_LAG_S", "0"))
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
