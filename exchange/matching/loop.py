@@ -40,11 +40,10 @@ class MatchingLoop:
     def __init__(self, tune_gc: bool = False) -> None:
         self.tune_gc = tune_gc
         self.client: redis.Redis = sync_client(timeout_s=5)
-        self.take = self.client.register_script(queue.TAKE)
-        self.mark_script = self.client.register_script(queue.MARK)
+        self.link = queue.WorkerLink(self.client)
         self.stop_requested = threading.Event()
         self.worker = MatchingWorker()
-        self.publisher = Publisher(self.client, self.worker.epoch)
+        self.publisher = Publisher(self.link, self.worker.epoch)
         self.stored_accounts: set[int] = set()
         self.started = threading.Event()
         self.next_items: list[bytes] = []
@@ -55,11 +54,12 @@ class MatchingLoop:
     # --- start -----------------------------------------------------------------------------------------
     def start(self) -> None:
         self.client.ping()  # no state rebuilt for nothing while Redis is away
+        self.link.load_scripts()
         self.next_items, self.queue_was_empty = [], False
         worker = MatchingWorker()
         worker.load()
         self.worker = worker
-        self.publisher = Publisher(self.client, worker.epoch)
+        self.publisher = Publisher(self.link, worker.epoch)
         self.stored_accounts = set(Account.objects.values_list("team_id", flat=True))
         self.seed()
         leftovers = self.client.lrange(queue.INFLIGHT, 0, -1)
@@ -92,7 +92,7 @@ class MatchingLoop:
 
     def mark(self) -> None:
         self.marked_at = time.monotonic()
-        if not self.mark_script(keys=[queue.DECIDED, queue.SEQ], args=[queue.DECIDED_TTL_S]):
+        if not self.link.call(*self.link.script(queue.MARK, [queue.DECIDED, queue.SEQ], [queue.DECIDED_TTL_S])):
             log.warning("the command counter was gone (Redis lost its data); seeding it again")
             self.seed()
 
@@ -123,7 +123,7 @@ class MatchingLoop:
             # The last batch's round trip already took what was queued: nothing to ask again.
             items, self.next_items, self.queue_was_empty = self.next_items, [], False
         else:
-            items = self.take(keys=[queue.QUEUE, queue.INFLIGHT], args=[size])
+            items = self.link.call(*self.link.script(queue.TAKE, [queue.QUEUE, queue.INFLIGHT], [size]))
         if not items:
             due = self.worker.next_market_due()
             now = time.monotonic()
@@ -133,10 +133,15 @@ class MatchingLoop:
             if now - self.marked_at >= IDLE_WAIT_S:
                 self.mark()
             wait = IDLE_WAIT_S if due is None else max(0.001, min(IDLE_WAIT_S, due - now))
-            first = self.client.blmove(queue.QUEUE, queue.INFLIGHT, wait, "LEFT", "RIGHT")
-            if first is None:
+            # Block for the first command; what arrived with it (a web process sends the commands
+            # of one event-loop turn together) comes in the same round trip, not a batch of one.
+            first, rest = self.link.calls(
+                ("BLMOVE", queue.QUEUE, queue.INFLIGHT, "LEFT", "RIGHT", wait),
+                self.link.script(queue.TAKE, [queue.QUEUE, queue.INFLIGHT], [size - 1]),
+            )
+            items = rest if first is None else [first, *rest]
+            if not items:
                 return
-            items = [first]
         self.process(items)
 
     def process(self, items: list[bytes]) -> None:

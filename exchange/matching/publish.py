@@ -16,7 +16,6 @@ from collections import defaultdict
 from typing import Any
 
 import orjson
-import redis
 from channels.layers import get_channel_layer
 from django.conf import settings
 
@@ -33,12 +32,11 @@ def layer_channel(group: str) -> str:
 
 
 class Publisher:
-    def __init__(self, client: redis.Redis, epoch: str) -> None:
-        self.client = client
+    def __init__(self, link: queue.WorkerLink, epoch: str) -> None:
+        self.link = link
         self.epoch = epoch
         self.layer = get_channel_layer()
         self.numbers: dict[str, int] = defaultdict(int)
-        self.finish = client.register_script(queue.FINISH)
         self.counter_lost = False  # Redis lost its data: the loop seeds the queue again
 
     def _message(self, kind: str, group: str, frames: list[Frame], sent_at: float) -> bytes:
@@ -67,17 +65,11 @@ class Publisher:
             publishes += [queue.VERDICTS + web, orjson.dumps(verdicts)]
         keys = [queue.INFLIGHT, queue.DECIDED, queue.SEQ, queue.QUEUE]
         args = [int(finished_inflight), queue.DECIDED_TTL_S, take_next, *publishes]
-        if batch.replies or batch.role_rates:  # operator answers: rare, in the same round trip
-            pipe = self.client.pipeline(transaction=False)
-            for reply_to, result in batch.replies:
-                pipe.rpush(queue.REPLY + reply_to, orjson.dumps(result))
-                pipe.expire(queue.REPLY + reply_to, REPLY_KEEP_S)
-            if batch.role_rates:
-                pipe.hset(ROLE_RATES, mapping=batch.role_rates)  # type: ignore[arg-type]
-            self.finish(keys=keys, args=args, client=pipe)
-            counter, taken = pipe.execute()[-1]
-        else:
-            counter, taken = self.finish(keys=keys, args=args)
+        # Operator answers and new role rates are rare; they ride in the same round trip.
+        commands = [command for reply_to, result in batch.replies for command in self._reply(reply_to, result)]
+        if batch.role_rates:
+            commands.append(("HSET", ROLE_RATES, *(x for pair in batch.role_rates.items() for x in pair)))
+        counter, taken = self.link.calls(*commands, self.link.script(queue.FINISH, keys, args))[-1]
         self.counter_lost = not counter
         return list(taken)
 
@@ -93,10 +85,14 @@ class Publisher:
             "frames": [],
             "lost": True,
         }
-        self.client.publish(layer_channel(MARKET_GROUP), self.layer.serialize(message))  # type: ignore[union-attr]
+        self.link.call("PUBLISH", layer_channel(MARKET_GROUP), self.layer.serialize(message))  # type: ignore[union-attr]
 
     def reply(self, reply_to: str, result: Any) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.rpush(queue.REPLY + reply_to, orjson.dumps(result))
-        pipe.expire(queue.REPLY + reply_to, REPLY_KEEP_S)
-        pipe.execute()
+        self.link.calls(*self._reply(reply_to, result))
+
+    @staticmethod
+    def _reply(reply_to: str, result: Any) -> list[tuple[Any, ...]]:
+        return [
+            ("RPUSH", queue.REPLY + reply_to, orjson.dumps(result)),
+            ("EXPIRE", queue.REPLY + reply_to, REPLY_KEEP_S),
+        ]

@@ -73,7 +73,9 @@ return {1, id}
 
 # KEYS: queue, inflight.  ARGV: at most this many.  Moves them to in-flight and returns them.
 TAKE = """
-local items = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+local n = tonumber(ARGV[1])
+if n < 1 then return {} end
+local items = redis.call('LRANGE', KEYS[1], 0, n - 1)
 if #items > 0 then
   redis.call('LTRIM', KEYS[1], #items, -1)
   redis.call('RPUSH', KEYS[2], unpack(items))
@@ -81,24 +83,35 @@ end
 return items
 """
 
-# KEYS: decided, seq.  ARGV: ttl s.  The worker's "I am deciding" mark, in Redis time; returns 0
-# when the command counter is gone (Redis lost its data), so the worker seeds it again.
-MARK = """
-local t = redis.call('TIME')
-redis.call('SET', KEYS[1], tonumber(t[1]) * 1000000 + tonumber(t[2]), 'EX', tonumber(ARGV[1]))
-return redis.call('EXISTS', KEYS[2])
+# The worker's "I am deciding" mark, in Redis time (health and the web processes read its age).
+_MARK_FUNCTION = """
+local function mark(key, ttl)
+  local t = redis.call('TIME')
+  redis.call('SET', key, tonumber(t[1]) * 1000000 + tonumber(t[2]), 'EX', tonumber(ttl))
+end
 """
 
-# After a batch committed: its publishes, drop the in-flight list, the "deciding" mark, and take
-# the next batch, all in one command (a round trip, and each command sent, costs the worker more
-# CPU than Redis spends running them).
+# KEYS: decided, seq.  ARGV: ttl s.  Returns 0 when the command counter is gone (Redis lost its
+# data), so the worker seeds it again.
+MARK = (
+    _MARK_FUNCTION
+    + """
+mark(KEYS[1], ARGV[1])
+return redis.call('EXISTS', KEYS[2])
+"""
+)
+
+# After a batch committed: its publishes, drop the in-flight list, the mark, and take the next
+# batch, all in one command (a round trip, and each command sent, costs the worker more CPU than
+# Redis spends running them).
 # KEYS: inflight, decided, seq, queue.  ARGV: drop in-flight (0|1), mark ttl s, take at most n,
 # then channel, payload, channel, payload...  Returns {counter exists (0|1), the taken commands}.
-FINISH = """
+FINISH = (
+    _MARK_FUNCTION
+    + """
 for i = 4, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end
 if ARGV[1] == '1' then redis.call('DEL', KEYS[1]) end
-local t = redis.call('TIME')
-redis.call('SET', KEYS[2], tonumber(t[1]) * 1000000 + tonumber(t[2]), 'EX', tonumber(ARGV[2]))
+mark(KEYS[2], ARGV[2])
 local items = {}
 local n = tonumber(ARGV[3])
 if n > 0 then
@@ -110,6 +123,7 @@ if n > 0 then
 end
 return {redis.call('EXISTS', KEYS[3]), items}
 """
+)
 
 # KEYS: seq.  ARGV: the largest command id already decided.  Never moves the counter back.
 SEED = """
@@ -117,6 +131,57 @@ local current = redis.call('GET', KEYS[1])
 if not current or tonumber(current) < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
 return redis.call('GET', KEYS[1])
 """
+
+
+class WorkerLink:
+    """The matching thread's own Redis connection, called without redis-py's client machinery.
+
+    The worker makes one or two Redis calls per batch, and the client's path around each (the
+    argument filtering, the retry wrapper, a pool checkout and check-in) cost it as much CPU as
+    the call itself. Scripts are loaded once (``load_scripts``, at every start of the loop) and
+    called by digest. A failed call drops the connection and raises; the loop then starts again,
+    which loads the scripts again (a Redis that restarted has lost them).
+    """
+
+    SCRIPTS = (TAKE, MARK, FINISH)
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.connection: Any = None
+        self.digests: dict[str, str] = {}
+
+    def load_scripts(self) -> None:
+        self.digests = {source: self.client.script_load(source) for source in self.SCRIPTS}
+
+    def script(self, source: str, keys: list[str], args: list[Any]) -> tuple[Any, ...]:
+        """The command that runs a script (for ``calls``), loaded on first use."""
+        digest = self.digests.get(source)
+        if digest is None:
+            digest = self.digests[source] = self.client.script_load(source)
+        return ("EVALSHA", digest, len(keys), *keys, *args)
+
+    def call(self, *command: Any) -> Any:
+        return self.calls(command)[0]
+
+    def calls(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """The commands in one write, their replies in order. After a blocking command, the rest
+        run the moment it returns, in the same round trip."""
+        if self.connection is None:
+            pool = self.client.connection_pool
+            self.connection = pool.connection_class(**pool.connection_kwargs)
+        connection = self.connection
+        try:
+            # One write: redis-py would send a large argument (the batch's frames) as a write of its own.
+            connection.send_packed_command([b"".join(connection.pack_commands(commands))])
+            return [connection.read_response() for _ in commands]
+        except BaseException:
+            self.close()  # replies may be left unread: never reuse the connection
+            raise
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.disconnect()
+            self.connection = None
 
 
 @dataclass(frozen=True)

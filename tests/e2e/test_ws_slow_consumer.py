@@ -24,6 +24,7 @@ from websockets.uri import parse_uri
 from accounts.models import Team
 from exchange import clock
 from exchange.matching.publish import Publisher
+from exchange.matching.queue import WorkerLink
 from exchange.matching.worker import Batch, frame
 from tradinggame.redis_clients import sync_client
 
@@ -96,7 +97,7 @@ class Flood:
 
     def __init__(self, team_pk: int) -> None:
         self.team_pk = team_pk
-        self.publisher = Publisher(sync_client(), "slow-consumer-test")
+        self.publisher = Publisher(WorkerLink(sync_client()), "slow-consumer-test")
 
     def publish(self, first: int, count: int) -> None:
         batch = Batch(now=clock.now(), stamp=STAMP)

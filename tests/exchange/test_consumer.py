@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import Team
 from exchange.matching.publish import Publisher
+from exchange.matching.queue import WorkerLink
 from exchange.matching.worker import Batch, frame
 from exchange.models import Position
 from tradinggame.asgi import application
@@ -108,7 +109,7 @@ async def test_team_messages_reach_every_connection_of_the_team_only(make_team: 
         frame("execution_report", "2024-01-15T10:00:00.000001Z", {"order_id": "ORD_1"}),
     ]
     batch.public.append(frame("trade", "2024-01-15T10:00:00.000001Z", {"instrument_id": "SPX_4500_CALL"}, "SPX_4500_CALL"))
-    await sync_to_async(Publisher(sync_client(), "consumer-test").send)(batch, finished_inflight=False)
+    await sync_to_async(Publisher(WorkerLink(sync_client()), "consumer-test").send)(batch, finished_inflight=False)
     for communicator in (first, second):
         frames = [await communicator.receive_json_from(timeout=5) for _ in range(3)]
         assert [(f["seq"], f["type"]) for f in frames] == [(2, "new_order_ack"), (3, "execution_report"), (4, "trade")]

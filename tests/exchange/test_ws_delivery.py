@@ -22,6 +22,7 @@ from pytest_django.fixtures import Settings
 from accounts.models import Team
 from exchange.delivery import MARKET_GROUP, group_channel, team_group
 from exchange.matching.publish import Publisher
+from exchange.matching.queue import WorkerLink
 from exchange.matching.worker import Batch
 from tradinggame.asgi import application
 from tradinggame.redis_clients import async_client, sync_client
@@ -174,7 +175,7 @@ def entry(kind: str, data: dict[str, Any]) -> list[Any]:
     return [kind, STAMP, orjson.dumps(data).decode(), data.get("instrument_id")]
 
 
-PUBLISHER = Publisher(sync_client(), "tests")
+PUBLISHER = Publisher(WorkerLink(sync_client()), "tests")
 
 
 async def test_worker_messages_carry_its_epoch_and_numbers_rising_by_one_per_group(make_team: MakeTeam) -> None:
@@ -183,7 +184,7 @@ async def test_worker_messages_carry_its_epoch_and_numbers_rising_by_one_per_gro
     channel = await layer.new_channel()
     await layer.group_add(team_group(team.pk), channel)
     await layer.group_add(MARKET_GROUP, channel)
-    publisher = Publisher(sync_client(), "epoch-1")
+    publisher = Publisher(WorkerLink(sync_client()), "epoch-1")
     for _ in range(3):
         batch = batch_of(
             {team.pk: [entry("signal", {"signal_type": "test"})]},
