@@ -532,6 +532,21 @@ def prepare_database(env: dict[str, str]) -> bool:
     return "set_role" in get_commands()
 
 
+def recreate_postgres(url: str) -> None:
+    """A fresh PostgreSQL database for the run, like the SQLite file: dropped and created again.
+    Only a database named for benchmarks, so a mistyped DATABASE_URL never empties real data."""
+    from urllib.parse import urlparse
+
+    import psycopg
+
+    name = urlparse(url).path.lstrip("/")
+    if "bench" not in name:
+        sys.exit(f"the benchmark drops and recreates its database: name it for benchmarks (e.g. itg_bench), not {name!r}")
+    with psycopg.connect(urlparse(url)._replace(path="/postgres").geturl(), autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+
+
 def lift_limits_directly() -> None:
     """The fallback when ``set_role`` does not exist: write the role policy in the database."""
     from django.db import connections
@@ -601,6 +616,8 @@ def main() -> None:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db_file}{suffix}").unlink(missing_ok=True)
         env["DATABASE_URL"] = f"sqlite:///{db_file}"
+    elif backend == "postgresql":
+        recreate_postgres(os.environ["DATABASE_URL"])
     has_set_role = prepare_database(env)
     if not has_set_role:
         print("warning: manage.py set_role does not exist; lifting the role's limits in the database before the "

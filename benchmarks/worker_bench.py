@@ -72,18 +72,33 @@ def instrument() -> str:
     return Instrument.objects.filter(listed=True, halted=False).order_by("symbol").values_list("symbol", flat=True)[0]
 
 
+def server_cpu_s() -> float:
+    """CPU seconds of this connection's PostgreSQL server process so far (0 on SQLite)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return 0.0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(
     worker_loop: Any, teams: list[int], symbol: str, batch: int, commands: int, progress: bool = True
 ) -> dict[str, Any]:
+    progress = progress and sys.stderr.isatty()
     from exchange.matching import queue
 
     client = worker_loop.client
     enqueue = client.register_script(queue.ENQUEUE)
     stats = worker_loop.stats
     rounds = max(1, commands // batch)
-    taken = cpu = 0.0
+    cpu = 0.0
     parts = {"decide": 0.0, "commit": 0.0, "publish": 0.0}
     sent = 0
+    server_before = server_cpu_s()
     for round_no in range(rounds):
         for _ in range(batch):
             team = teams[sent % TEAMS]
@@ -117,6 +132,7 @@ def run(
             print(f"\r  batch {batch:>3}: {100 * (round_no + 1) // rounds:>3}%", end="", file=sys.stderr, flush=True)
     if progress:
         print("\r" + " " * 30 + "\r", end="", file=sys.stderr)
+    server = server_cpu_s() - server_before
     taken = cpu - sum(parts.values())
     per = {part: round(1000 * seconds / sent, 4) for part, seconds in parts.items()}
     return {
@@ -125,6 +141,7 @@ def run(
         "ms_per_command": round(1000 * cpu / sent, 4),
         **{f"{part}_ms": value for part, value in per.items()},
         "take_ms": round(1000 * taken / sent, 4),
+        "database_server_ms": round(1000 * server / sent, 4),
     }
 
 
@@ -148,6 +165,7 @@ def main() -> None:
             f"batch {batch:>3}: {result['ms_per_command']:.3f} ms of CPU per command "
             f"(decide {result['decide_ms']:.3f}, commit {result['commit_ms']:.3f}, "
             f"publish {result['publish_ms']:.3f}, take {result['take_ms']:.3f})"
+            + (f"; PostgreSQL server {result['database_server_ms']:.3f}" if backend == "postgresql" else "")
         )
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"worker-{backend}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

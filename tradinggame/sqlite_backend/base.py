@@ -9,8 +9,10 @@ previous one commits. Reads need no lock (WAL).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from django.db.backends.sqlite3 import base
@@ -22,11 +24,24 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def _writer_lock_path(self) -> str:
         return f"{self.settings_dict['NAME']}.writer-lock"
 
-    def _start_transaction_under_autocommit(self) -> None:
+    def _take_writer_lock(self) -> None:
         if not self.is_in_memory_db():
             if self._lock_fd is None:
                 self._lock_fd = os.open(self._writer_lock_path(), os.O_RDWR | os.O_CREAT, 0o600)
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+
+    @contextlib.contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """The lock alone, for a transaction run on the driver's connection itself (the matching
+        worker's batches)."""
+        self._take_writer_lock()
+        try:
+            yield
+        finally:
+            self._release_writer_lock()
+
+    def _start_transaction_under_autocommit(self) -> None:
+        self._take_writer_lock()
         try:
             super()._start_transaction_under_autocommit()
         except BaseException:
