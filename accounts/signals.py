@@ -13,7 +13,7 @@ from django.dispatch import receiver
 
 from accounts.keycache import publish_team
 from accounts.models import ApiKey, Team
-from tradinggame.redis_clients import sync_client
+from infra.redis_clients import sync_client
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from django.conf import settings
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tradinggame.redis_breaker import redis_on_request_path  # noqa: E402
+from infra.redis_breaker import redis_on_request_path  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 
 from accounts.models import Role
 from accounts.services import TeamNameTaken, team_register
-from tradinggame.errors import ApiError
+from infra.errors import ApiError
 
 
 class RegisterInput(serializers.Serializer):

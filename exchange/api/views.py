@@ -30,7 +30,7 @@ from exchange.selectors import (
     team_fills,
     team_positions,
 )
-from tradinggame.errors import ApiError
+from infra.errors import ApiError
 
 ID_PATTERN = re.compile(r"^(ORD|TRD|TEAM)_([0-9]{1,18})$")
 DIGITS = re.compile(r"^[0-9]{1,3}$")

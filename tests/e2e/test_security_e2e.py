@@ -20,7 +20,7 @@ from accounts.keycache import CACHE_TTL_S, DIRECTORY
 from accounts.keys import key_digest
 from accounts.models import Team
 from accounts.services import key_rotate
-from tradinggame.redis_clients import sync_client
+from infra.redis_clients import sync_client
 
 pytestmark = pytest.mark.e2e
 

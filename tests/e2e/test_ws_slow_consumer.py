@@ -25,7 +25,7 @@ from accounts.models import Team
 from exchange import clock
 from exchange.matching.publish import Publisher
 from exchange.matching.worker import Batch, frame
-from tradinggame.redis_clients import sync_client
+from infra.redis_clients import sync_client
 
 pytestmark = pytest.mark.e2e
 

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
-from tradinggame import embedded_redis
+from infra import embedded_redis
 
 
 def _interrupt(signum: int, frame: object) -> None:
