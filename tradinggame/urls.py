@@ -10,7 +10,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
-    path("", include("accounts.urls")),
     path("", include("exchange.api.urls")),
 ]
 
