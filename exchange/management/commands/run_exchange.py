@@ -2,6 +2,10 @@
 
 Uses the embedded Redis unless REDIS_URL is set and SQLite unless DATABASE_URL is set.
 Ctrl-C stops everything, the embedded Redis included.
+
+A launcher, so it reads the environment itself: the processes it starts inherit it (with this
+run's port and Redis URL), and ITG_PORT is the web server's own variable, which
+``tradinggame.serve`` reads before Django is configured.
 """
 
 from __future__ import annotations
