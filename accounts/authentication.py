@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from accounts.keys import verify_key
 from accounts.models import Team
 from accounts.throttle import TooManyFailedAttempts
-from tradinggame.errors import ApiError
+from infra.errors import ApiError
 
 TOO_MANY_FAILED_AUTH = "TOO_MANY_FAILED_AUTH"
 TOO_MANY_FAILED_AUTH_MESSAGE = "too many failed API key checks from this address"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -19,16 +18,12 @@ from accounts.throttle import TooManyFailedAttempts
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RECHECK_S = 2.0
 TOO_MANY_FAILED_ATTEMPTS = "too many failed attempts"
 
 
 def recheck_interval_s() -> float:
-    """``EXCHANGE_WS_KEY_RECHECK_S`` from the Django settings, else the environment, else 2 s."""
-    value = getattr(settings, "EXCHANGE_WS_KEY_RECHECK_S", None)
-    if value is None:
-        value = os.environ.get("EXCHANGE_WS_KEY_RECHECK_S", DEFAULT_RECHECK_S)
-    return max(0.05, float(value))
+    """``settings.EXCHANGE_WS_KEY_RECHECK_S``, at least 0.05 s."""
+    return max(0.05, float(settings.EXCHANGE_WS_KEY_RECHECK_S))
 
 
 def client_address(scope: dict[str, Any]) -> str | None:

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from accounts.keys import generate_key, key_digest
 from accounts.models import ApiKey, Team
-from accounts.signals import team_changed
+from accounts.signals import team_changed, team_registered
 
 
 class TeamNameTaken(Exception):
@@ -30,9 +30,7 @@ def team_register(name: str, role: str) -> tuple[Team, str]:
             team = Team.objects.create(name=name, role=role)
     except IntegrityError as exc:
         raise TeamNameTaken(name) from exc
-    from exchange.services.accounts import account_open
-
-    account_open(team)
+    team_registered.send(sender=Team, team=team)
     return team, key_issue(team)
 
 

@@ -1,5 +1,6 @@
 """Keeps the key directory in Redis (accounts.keycache) in step with teams and keys: every save
-of a team or a key rewrites that team's entries once the transaction commits."""
+of a team or a key rewrites that team's entries once the transaction commits. Declares
+``team_registered``, so apps that keep records per team create them without this app knowing them."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ from typing import Any
 import redis
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
-from django.dispatch import receiver
+from django.dispatch import Signal, receiver
 
 from accounts.keycache import publish_team
 from accounts.models import ApiKey, Team
-from tradinggame.redis_clients import sync_client
+from infra.redis_clients import sync_client
 
 log = logging.getLogger(__name__)
+
+team_registered = Signal()
+"""Sent by ``team_register`` with ``team``, inside its transaction, before the team's first key."""
 
 
 def team_changed(team: Team) -> None:

@@ -17,15 +17,14 @@ exactly. The check before each key lookup is one ``PTTL``. When Redis cannot be 
 throttle lets requests through (keys are still verified) and logs a warning, at most every
 ``LOG_EVERY_S`` seconds per process.
 
-``AUTH_FAILURE_LIMIT`` and ``AUTH_FAILURE_WINDOW_S`` are read from the Django settings, else from
-the environment; a limit of 0 turns the throttle off.
+``settings.AUTH_FAILURE_LIMIT`` and ``settings.AUTH_FAILURE_WINDOW_S`` are read at each check; a
+limit of 0 turns the throttle off.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
 from typing import Any
@@ -35,14 +34,12 @@ from django.conf import settings
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tradinggame.redis_breaker import redis_on_request_path  # noqa: E402
+from infra.redis_breaker import redis_on_request_path  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 FAIL_PREFIX = "itg:auth-fail"
 BLOCK_PREFIX = "itg:auth-block"
-DEFAULT_LIMIT = 20
-DEFAULT_WINDOW_S = 60
 LOG_EVERY_S = 30.0
 REDIS_TIMEOUT_S = 0.5
 UNKNOWN_ADDRESS = "unknown"
@@ -75,19 +72,12 @@ class TooManyFailedAttempts(Exception):
         self.retry_after_s = retry_after_s
 
 
-def _setting(name: str, default: float) -> float:
-    value = getattr(settings, name, None)
-    if value is None:
-        value = os.environ.get(name, default)
-    return float(value)
-
-
 def limit() -> int:
-    return int(_setting("AUTH_FAILURE_LIMIT", DEFAULT_LIMIT))
+    return int(settings.AUTH_FAILURE_LIMIT)
 
 
 def window_ms() -> int:
-    return max(1, int(_setting("AUTH_FAILURE_WINDOW_S", DEFAULT_WINDOW_S) * 1000))
+    return max(1, int(float(settings.AUTH_FAILURE_WINDOW_S) * 1000))
 
 
 def _address(address: str | None) -> str:

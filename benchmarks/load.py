@@ -678,7 +678,7 @@ def main() -> None:
         pids = stack.pids()
         stack.stop()
         if settings.EMBEDDED_REDIS_DIR:  # the benchmark started it; nothing else uses it
-            from tradinggame import embedded_redis
+            from infra import embedded_redis
 
             embedded_redis.stop(Path(settings.EMBEDDED_REDIS_DIR))
 

@@ -1,5 +1,6 @@
 """Operator pages: the game (phases, exchange halt, registration), role policies, instruments
-(halts), and read-only trading records. Every action calls a service in ``exchange.services.operator``.
+and teams (halts), and read-only trading records. Every action calls a service in
+``exchange.services.operator``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
+from accounts import admin as accounts_admin
+from accounts.models import Team
 from exchange.models import (
     Account,
     Fill,
@@ -163,6 +166,27 @@ class InstrumentAdmin(admin.ModelAdmin):
     @admin.action(description="Resume", permissions=["change"])
     def resume_trading(self, request: HttpRequest, queryset: QuerySet[Instrument]) -> None:
         report_halts(self, request, [resume(instrument=i) for i in queryset])
+
+
+# The team pages are the accounts app's; halting a team is the exchange's, so its actions are added here.
+admin.site.unregister(Team)
+
+
+@admin.register(Team)
+class TeamAdmin(accounts_admin.TeamAdmin):
+    actions = [*accounts_admin.TeamAdmin.actions, "halt_cancel_resting", "halt_keep_resting", "resume_trading"]
+
+    @admin.action(description="Halt (cancel resting orders)", permissions=["change"])
+    def halt_cancel_resting(self, request: HttpRequest, queryset: QuerySet[Team]) -> None:
+        report_halts(self, request, [halt(team=team, cancel_resting=True) for team in queryset])
+
+    @admin.action(description="Halt (keep resting orders)", permissions=["change"])
+    def halt_keep_resting(self, request: HttpRequest, queryset: QuerySet[Team]) -> None:
+        report_halts(self, request, [halt(team=team, cancel_resting=False) for team in queryset])
+
+    @admin.action(description="Resume", permissions=["change"])
+    def resume_trading(self, request: HttpRequest, queryset: QuerySet[Team]) -> None:
+        report_halts(self, request, [resume(team=team) for team in queryset])
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

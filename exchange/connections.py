@@ -13,7 +13,7 @@ import asyncio
 from django.conf import settings
 from redis.asyncio import Redis
 
-from tradinggame.redis_clients import ASYNC_TIMEOUT_S, async_client
+from infra.redis_clients import ASYNC_TIMEOUT_S, async_client
 
 # KEYS[1] the team's set; ARGV: connection name, limit, ttl seconds. Returns 1 if the slot is held.
 _CLAIM = """

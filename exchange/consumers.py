@@ -45,7 +45,7 @@ from exchange.delivery import (
 )
 from exchange.selectors import position_snapshot
 from exchange.sockets import reset_connection, server_transport
-from tradinggame.redis_breaker import redis_on_request_path
+from infra.redis_breaker import redis_on_request_path
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from accounts import throttle
 from accounts.keycache import CACHE_MAX, CACHE_TTL_S, DIRECTORY, KeyCache, KeyOwner
 from exchange.matching import queue
 from exchange.matching.publish import ROLE_RATES
-from tradinggame.redis_breaker import redis_on_request_path
-from tradinggame.redis_clients import ASYNC_TIMEOUT_S, async_client
+from infra.redis_breaker import redis_on_request_path
+from infra.redis_clients import ASYNC_TIMEOUT_S, async_client
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from django.conf import settings
 
-    from tradinggame import embedded_redis
+    from infra import embedded_redis
 
     if settings.EMBEDDED_REDIS_DIR and os.environ.get("ITG_KEEP_REDIS") != "1":
         embedded_redis.stop(Path(settings.EMBEDDED_REDIS_DIR))
@@ -84,7 +84,7 @@ def instruments(db: None) -> list[str]:
 def reset_matching_queue() -> None:
     """Forget the matching queue's keys: a test's database starts empty, so must its queue."""
     from exchange.matching.queue import forget
-    from tradinggame.redis_clients import sync_client
+    from infra.redis_clients import sync_client
 
     forget(sync_client())
 
@@ -159,6 +159,6 @@ def _release_stray_connections(django_db_setup: None, django_db_blocker: object)
 @pytest.fixture(autouse=True)
 def _redis_breaker_closed() -> None:
     """A test that takes Redis away trips the request-path breaker; the next test starts afresh."""
-    from tradinggame.redis_breaker import redis_on_request_path
+    from infra.redis_breaker import redis_on_request_path
 
     redis_on_request_path.reset()

@@ -16,7 +16,7 @@ from exchange.api.schema import ENGINE_ONLY
 from exchange.codes import RejectCode
 from exchange.matching import loop, queue
 from exchange.services.operator import game_set_phase, role_set
-from tradinggame.redis_clients import sync_client
+from infra.redis_clients import sync_client
 
 AUTH_401 = {"NOT_AUTHENTICATED", "INVALID_API_KEY"}
 DISABLED_403 = {"TEAM_DISABLED"}

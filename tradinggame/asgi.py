@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tradinggame.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tradinggame.settings")  # before Django is configured
 
 import django  # noqa: E402
 from django.conf import settings  # noqa: E402

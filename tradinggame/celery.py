@@ -6,7 +6,7 @@ import os
 
 from celery import Celery
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tradinggame.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tradinggame.settings")  # before Django is configured
 
 app = Celery("tradinggame")
 app.config_from_object("django.conf:settings", namespace="CELERY")

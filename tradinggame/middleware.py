@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from exchange import clock, wire
 from exchange.codes import RejectCode
-from tradinggame.errors import error_body
+from infra.errors import error_body
 
 MAX_BODY_BYTES = 64 * 1024
 

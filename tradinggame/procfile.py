@@ -36,6 +36,7 @@ class ProcfileStack:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
         self.log_dir = log_dir
+        # The processes get this process's environment with the given changes, as `make run`'s do.
         self.env = dict(
             os.environ,
             **env,

@@ -37,6 +37,8 @@ def log_config(level: str = "INFO") -> dict[str, Any]:
 
 
 def main() -> None:
+    # The environment, not django.conf.settings: this runs before Django is configured (uvicorn
+    # imports the settings with the ASGI application, in each web process it starts).
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default=os.environ.get("ITG_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("ITG_PORT", "8000")))

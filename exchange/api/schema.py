@@ -41,7 +41,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import Role
-from accounts.views import RegisterView
 from exchange.api import views
 from exchange.api.order_input import MAX_BODY
 from exchange.codes import RejectCode
@@ -633,7 +632,7 @@ extend_schema_view(
             )
         ],
     )
-)(RegisterView)
+)(views.RegisterView)
 
 extend_schema_view(
     post=extend_schema(

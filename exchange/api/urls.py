@@ -4,6 +4,7 @@ from exchange.api import views
 from exchange.api.dispatch import by_method
 
 urlpatterns = [
+    path("auth/register", views.RegisterView.as_view(), name="register"),
     path("", views.HealthView.as_view(), name="health"),
     path("orders", by_method(views.OrdersView), name="orders"),
     path("orders/<str:order_id>", by_method(views.OrderDetailView), name="order-detail"),

@@ -9,12 +9,15 @@ import redis
 from django.conf import settings
 from django.db import connection
 from django.utils.dateparse import parse_datetime
+from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import team_of
+from accounts.models import Role
+from accounts.services import TeamNameTaken, team_register
 from exchange import clock
 from exchange.api.order_input import printable
 from exchange.matching.queue import matching_alive
@@ -30,7 +33,7 @@ from exchange.selectors import (
     team_fills,
     team_positions,
 )
-from tradinggame.errors import ApiError
+from infra.errors import ApiError
 
 ID_PATTERN = re.compile(r"^(ORD|TRD|TEAM)_([0-9]{1,18})$")
 DIGITS = re.compile(r"^[0-9]{1,3}$")
@@ -79,6 +82,43 @@ def _database_ok() -> bool:
         return True
     except Exception:
         return False
+
+
+class RegisterInput(serializers.Serializer):
+    team_name = serializers.CharField(min_length=3, max_length=50, trim_whitespace=True)
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class RegisterView(APIView):
+    """Open registration, while the game lets teams register (an operator can close it)."""
+
+    authentication_classes: list[type] = []
+    permission_classes = [AllowAny]
+
+    def post(self, request: Request) -> Response:
+        if not isinstance(request.data, dict):
+            raise ApiError("INVALID_JSON", "the body must be a JSON object")
+        unknown = sorted(set(request.data) - {"team_name", "role"})
+        if unknown:
+            raise ApiError("UNKNOWN_FIELD", f"unknown field: {unknown[0]}", details={"fields": unknown})
+        data = RegisterInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        if not game_state().registration_open:
+            raise ApiError("REGISTRATION_CLOSED", "registration is closed; ask an operator for a team", 403)
+        try:
+            team, key = team_register(data.validated_data["team_name"], data.validated_data["role"])
+        except TeamNameTaken:
+            raise ApiError("TEAM_NAME_TAKEN", "a team with this name already exists", 409) from None
+        return Response(
+            {
+                "team_id": team.team_id,
+                "team_name": team.name,
+                "role": team.role,
+                "api_key": key,
+                "created_at": team.created_at,
+            },
+            status=status.HTTP_201_CREATED,
+        )
 
 
 class OrdersView(APIView):

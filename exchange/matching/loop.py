@@ -27,7 +27,7 @@ from exchange.matching.commit import write_batch
 from exchange.matching.publish import ROLE_RATES, Publisher
 from exchange.matching.worker import Batch, MatchingWorker
 from exchange.models import Account, JournalEntry
-from tradinggame.redis_clients import sync_client
+from infra.redis_clients import sync_client
 
 log = logging.getLogger(__name__)
 

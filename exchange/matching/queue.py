@@ -24,7 +24,7 @@ import orjson
 import redis
 from django.conf import settings
 
-from tradinggame.redis_clients import sync_client
+from infra.redis_clients import sync_client
 
 QUEUE = "itg:matching:queue"
 INFLIGHT = "itg:matching:inflight"

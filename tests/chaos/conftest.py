@@ -30,7 +30,7 @@ def chaos_db(transactional_db: None) -> None:
     from exchange.matching.queue import forget
     from exchange.models import Instrument, RolePolicy
     from exchange.policies import role_policies
-    from tradinggame.redis_clients import sync_client
+    from infra.redis_clients import sync_client
 
     forget(sync_client())
 

@@ -13,8 +13,8 @@ from django.core.management import call_command
 from django.db import connection
 
 from exchange.matching.queue import forget
+from infra.redis_clients import sync_client
 from tradinggame.procfile import ProcfileStack
-from tradinggame.redis_clients import sync_client
 
 
 def database_url() -> str:

@@ -14,13 +14,14 @@ import pytest
 import requests
 import websockets
 from asgiref.sync import sync_to_async
+from django.conf import settings
 
 from accounts import throttle
 from accounts.keycache import CACHE_TTL_S, DIRECTORY
 from accounts.keys import key_digest
 from accounts.models import Team
 from accounts.services import key_rotate
-from tradinggame.redis_clients import sync_client
+from infra.redis_clients import sync_client
 
 pytestmark = pytest.mark.e2e
 
@@ -94,13 +95,13 @@ async def test_keys_never_reach_the_web_log(stack, clean_addresses) -> None:
 
 async def test_wrong_keys_from_one_address_are_refused_by_the_real_server(stack, clean_addresses) -> None:
     key = stack.register("Guarded Desk", "market_maker")
-    for n in range(throttle.DEFAULT_LIMIT):
+    for n in range(settings.AUTH_FAILURE_LIMIT):
         response = call(stack, f"itg_guess-{n:03d}-{'x' * 30}", "GET", "/positions")
         assert response.status_code == 401, response.text
     refused = call(stack, key, "GET", "/positions")  # the right key, from the refused address
     assert refused.status_code == 429
     assert refused.json()["error"]["code"] == "TOO_MANY_FAILED_AUTH"
-    assert 1 <= int(refused.headers["Retry-After"]) <= throttle.DEFAULT_WINDOW_S
+    assert 1 <= int(refused.headers["Retry-After"]) <= settings.AUTH_FAILURE_WINDOW_S
     cancel = call(stack, key, "DELETE", "/orders")
     assert cancel.status_code == 429 and cancel.json()["error"]["code"] == "TOO_MANY_FAILED_AUTH"
     assert "Retry-After" in cancel.headers
@@ -159,7 +160,7 @@ def test_a_valid_key_is_neither_refused_nor_counted_while_a_lost_key_directory_i
     stack.kill("worker")
     sync_client().flushdb()
     time.sleep(CACHE_TTL_S + 0.1)  # the web process's own cache of the key has expired
-    for _ in range(throttle.DEFAULT_LIMIT + 5):
+    for _ in range(settings.AUTH_FAILURE_LIMIT + 5):
         reply = call(stack, key, "POST", "/orders", json=order)
         assert reply.status_code == 503 and reply.json()["error_code"] == "MATCHING_UNAVAILABLE", reply.text
     assert throttle.blocked_for(HERE) == 0

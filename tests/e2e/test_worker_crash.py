@@ -28,7 +28,7 @@ from websockets.sync.client import connect
 
 from exchange.matching import queue
 from exchange.models import Fill, JournalEntry, Order, Position, Trade
-from tradinggame.redis_clients import sync_client
+from infra.redis_clients import sync_client
 
 pytestmark = pytest.mark.e2e
 

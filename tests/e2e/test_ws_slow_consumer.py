@@ -26,7 +26,7 @@ from exchange import clock
 from exchange.matching.publish import Publisher
 from exchange.matching.queue import WorkerLink
 from exchange.matching.worker import Batch, frame
-from tradinggame.redis_clients import sync_client
+from infra.redis_clients import sync_client
 
 pytestmark = pytest.mark.e2e
 

@@ -15,9 +15,9 @@ from exchange.matching.publish import Publisher
 from exchange.matching.queue import WorkerLink
 from exchange.matching.worker import Batch, frame
 from exchange.models import Position
+from infra.redis_breaker import redis_on_request_path
+from infra.redis_clients import sync_client
 from tradinggame.asgi import application
-from tradinggame.redis_breaker import redis_on_request_path
-from tradinggame.redis_clients import sync_client
 
 MakeTeam = Callable[..., tuple[Team, str]]
 

@@ -12,7 +12,7 @@ from pytest_django.fixtures import Settings
 from rest_framework.test import APIClient
 
 from exchange.matching import loop, queue
-from tradinggame.redis_clients import sync_client
+from infra.redis_clients import sync_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Api = Callable[..., APIClient]

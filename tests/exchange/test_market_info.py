@@ -12,8 +12,8 @@ from django.core.management import CommandError, call_command
 
 from accounts.models import Team
 from exchange.matching import loop, queue
+from infra.redis_clients import sync_client
 from tradinggame.asgi import application
-from tradinggame.redis_clients import sync_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 MakeTeam = Callable[..., tuple[Team, str]]

@@ -31,7 +31,7 @@ from exchange.models import (
     RolePolicy,
     Trade,
 )
-from tradinggame.redis_clients import sync_client
+from infra.redis_clients import sync_client
 
 pytestmark = pytest.mark.django_db
 MakeTeam = Callable[..., tuple[Team, str]]

@@ -22,7 +22,7 @@ from exchange.matching.publish import layer_channel
 from exchange.models import Game, Instrument, JournalEntry, Order, Phase, RoleChange, RolePolicy
 from exchange.services import operator
 from exchange.services.operator import OperatorError, game_set_phase, halt, registration_set, resume, role_set
-from tradinggame.redis_clients import sync_client
+from infra.redis_clients import sync_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 MakeTeam = Callable[..., tuple[Team, str]]

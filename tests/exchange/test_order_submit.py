@@ -25,7 +25,7 @@ from exchange.matching.publish import layer_channel
 from exchange.models import Instrument, JournalEntry, Order
 from exchange.services import operator
 from exchange.wire import OrderReply
-from tradinggame.redis_clients import sync_client
+from infra.redis_clients import sync_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 MakeTeam = Callable[..., tuple[Team, str]]

@@ -21,7 +21,7 @@ from exchange.matching import loop, queue
 from exchange.models import JournalEntry, Order
 from exchange.services import operator
 from exchange.wire import OrderReply
-from tradinggame.redis_clients import sync_client
+from infra.redis_clients import sync_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 MakeTeam = Callable[..., tuple[Team, str]]

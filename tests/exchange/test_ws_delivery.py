@@ -24,8 +24,8 @@ from exchange.delivery import MARKET_GROUP, group_channel, team_group
 from exchange.matching.publish import Publisher
 from exchange.matching.queue import WorkerLink
 from exchange.matching.worker import Batch
+from infra.redis_clients import async_client, sync_client
 from tradinggame.asgi import application
-from tradinggame.redis_clients import async_client, sync_client
 
 MakeTeam = Callable[..., tuple[Team, str]]
 

@@ -13,7 +13,7 @@ import redis
 from django.test import override_settings
 
 from exchange.matching import loop, queue
-from tradinggame.redis_clients import sync_client
+from infra.redis_clients import sync_client
 
 
 class PausedWorker:

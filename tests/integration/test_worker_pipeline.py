@@ -20,8 +20,8 @@ from exchange.matching import loop as matching_loop
 from exchange.matching import queue
 from exchange.matching.loop import MatchingLoop
 from exchange.models import Account, Fill, JournalEntry, Order, Position, Trade
+from infra.redis_clients import sync_client
 from tradinggame.asgi import application
-from tradinggame.redis_clients import sync_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

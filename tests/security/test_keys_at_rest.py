@@ -23,7 +23,7 @@ from accounts.keys import key_digest, team_for_key
 from accounts.models import Team
 from accounts.services import key_rotate
 from exchange.models import JournalEntry
-from tradinggame.redis_clients import sync_client
+from infra.redis_clients import sync_client
 
 pytestmark = pytest.mark.django_db(transaction=True)  # committed, so the files on disk hold it all
 

@@ -2,6 +2,10 @@
 
 Uses the embedded Redis unless REDIS_URL is set and SQLite unless DATABASE_URL is set.
 Ctrl-C stops everything, the embedded Redis included.
+
+A launcher, so it reads the environment itself: the processes it starts inherit it (with this
+run's port and Redis URL), and ITG_PORT is the web server's own variable, which
+``tradinggame.serve`` reads before Django is configured.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
-from tradinggame import embedded_redis
+from infra import embedded_redis
 
 
 def _interrupt(signum: int, frame: object) -> None:
