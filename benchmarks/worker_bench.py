@@ -145,6 +145,16 @@ def run(
     }
 
 
+def cleanup() -> None:
+    """Stop the embedded Redis this run started (a local Redis and PostgreSQL are left as found)."""
+    from django.conf import settings
+
+    from infra import embedded_redis
+
+    if not os.environ.get("REDIS_URL"):
+        embedded_redis.stop(Path(settings.EMBEDDED_REDIS_DIR))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", default="1,3,10,50", help="batch sizes, comma-separated")
@@ -152,6 +162,13 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     worker_loop, teams = setup()
+    try:
+        measure(args, worker_loop, teams)
+    finally:
+        cleanup()
+
+
+def measure(args: argparse.Namespace, worker_loop: Any, teams: list[int]) -> None:
     from django.db import connection
 
     symbol = instrument()

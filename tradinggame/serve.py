@@ -36,6 +36,15 @@ def log_config(level: str = "INFO") -> dict[str, Any]:
     return config
 
 
+def served_application() -> Any:
+    """The ASGI application, in a web process of its own: the collector tuned once it is built."""
+    from infra import collector
+    from tradinggame.asgi import application
+
+    collector.tune()
+    return application
+
+
 def main() -> None:
     # The environment, not django.conf.settings: this runs before Django is configured (uvicorn
     # imports the settings with the ASGI application, in each web process it starts).
@@ -50,7 +59,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tradinggame.settings")
     uvicorn.run(
-        "tradinggame.asgi:application",
+        "tradinggame.serve:served_application",
+        factory=True,
         host=args.host,
         port=args.port,
         log_config=log_config(os.environ.get("LOG_LEVEL", "INFO")),

@@ -8,7 +8,6 @@ to ``EXCHANGE_MATCHING_BATCH`` commands at once, and blocks on the queue only wh
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
@@ -27,11 +26,11 @@ from exchange.matching.commit import write_batch
 from exchange.matching.publish import ROLE_RATES, Publisher
 from exchange.matching.worker import Batch, MatchingWorker
 from exchange.models import Account, JournalEntry
+from infra import collector
 from infra.redis_clients import sync_client
 
 log = logging.getLogger(__name__)
 
-GC_THRESHOLDS = (50_000, 20, 100)
 IDLE_WAIT_S = 0.5  # the longest block on an empty queue: the "deciding" mark is renewed this often
 RETRY_S = 0.5
 
@@ -72,13 +71,7 @@ class MatchingLoop:
                 self.publisher.frames_lost()
             self.process(leftovers)
         if self.tune_gc:
-            # The state is large and lives as long as the process: keep the collector from
-            # rescanning it, and from running a full collection every few thousand allocations
-            # (each batch allocates hundreds of short-lived objects). Only in a process of its own:
-            # it holds for the whole process.
-            gc.collect()
-            gc.freeze()
-            gc.set_threshold(*GC_THRESHOLDS)
+            collector.tune()  # the state is large and lives as long as the process
         self.started.set()
 
     def seed(self) -> None:
