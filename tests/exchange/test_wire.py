@@ -1,17 +1,19 @@
 """Every frame a team receives matches its one declaration in exchange/wire.py: the frames of a
-real order flow (worker, channel layer, consumer), and the checker itself on bad frames."""
+real order flow (worker, channel layer, consumer), the checker itself on bad frames, and the
+shapes' enumerations against the models'."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from rest_framework.test import APIClient
 
-from accounts.models import Team
+from accounts.models import Role, Team
+from exchange import models, wire
 from exchange.wire import frame_problems
 from tradinggame.asgi import application
 
@@ -69,6 +71,23 @@ def test_a_well_formed_frame_has_no_problems() -> None:
 def test_the_checker_names_what_is_wrong(frame: dict[str, Any], problem: str) -> None:
     problems = frame_problems(frame)
     assert any(problem in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("declared", "choices"),
+    [
+        (wire.Side, models.Side),
+        (wire.OrderType, models.OrderType),
+        (wire.TimeInForce, models.TimeInForce),
+        (wire.Liquidity, models.Fill.Liquidity),
+        (wire.Phase, models.Phase),
+        (wire.Role, Role),
+        (wire.StoredStatus, [s for s in models.OrderStatus if s != models.OrderStatus.PENDING_NEW]),
+        (wire.OptionType, models.Instrument.OptionType),
+    ],
+)
+def test_the_shapes_enumerations_are_the_models(declared: Any, choices: Any) -> None:
+    assert set(get_args(declared)) == {str(choice) for choice in choices}
 
 
 @pytest.mark.django_db(transaction=True)
