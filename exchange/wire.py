@@ -1,19 +1,55 @@
-"""Every REST reply and WebSocket frame of the order path, one typed shape each, built here.
+"""Every REST reply and WebSocket frame, one typed shape each, and the builders of the order path's.
 
 The shapes are ``TypedDict``s (plain dicts at run time: no cost on the hot path). Prices and
 money arrive as ``Decimal`` and leave as JSON numbers through ``prices.wire``, the only place a
-float appears.
+float appears. The OpenAPI schema at ``/schema/`` is generated from these shapes
+(``exchange.api.openapi``): a field's description is the text in its ``Annotated[...]``.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: Python 3.11 sees ``NotRequired`` only in evaluated
+# annotations (with string annotations every key of a TypedDict counts as required).
 from decimal import Decimal
 from types import UnionType
-from typing import Any, Literal, Protocol, TypedDict, Union, get_args, get_origin, get_type_hints, is_typeddict
+from typing import (
+    Annotated,
+    Any,
+    Literal,
+    NotRequired,
+    Protocol,
+    TypedDict,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+    is_typeddict,
+)
 
 from exchange.prices import wire
 
 AVERAGE_PLACES = Decimal("0.000001")
+
+
+class Schema:
+    """JSON-schema keywords that a field's type cannot say (a format, bounds, lengths), for the
+    generated OpenAPI schema; nothing checks them at run time."""
+
+    def __init__(self, **keywords: Any) -> None:
+        self.keywords = keywords
+
+
+Timestamp = Annotated[
+    str, Schema(format="date-time"), "UTC ISO-8601 with microseconds and a Z, e.g. `2024-01-15T10:00:00.123456Z`."
+]
+Date = Annotated[str, Schema(format="date")]
+Text64 = Annotated[str, Schema(minLength=1, maxLength=64)]
+Side = Literal["buy", "sell"]
+OrderType = Literal["limit", "market"]
+TimeInForce = Literal["gtc", "day", "ioc", "fok"]
+Liquidity = Literal["maker", "taker"]
+OptionType = Literal["call", "put"]
+Phase = Literal["closed", "pre_open", "opening_auction", "continuous"]
+Role = Literal["market_maker", "hedge_fund", "arbitrage", "retail"]
+StoredStatus = Literal["new", "partially_filled", "filled", "cancelled", "rejected"]
 
 
 class OrderLike(Protocol):
@@ -38,35 +74,235 @@ class OrderLike(Protocol):
     liquidity: str | None
 
 
+# --- REST requests --------------------------------------------------------------------------------
+class OrderForm(TypedDict):
+    """The ``POST /orders`` body; any other field is refused (``UNKNOWN_FIELD``)."""
+
+    instrument_id: Annotated[Text64, "A listed instrument."]
+    order_type: OrderType
+    side: Side
+    quantity: Annotated[
+        int, Schema(minimum=1, maximum=2**31 - 1), "Contracts; at most the role's and the instrument's maximum."
+    ]
+    price: NotRequired[
+        Annotated[
+            float | None,
+            Schema(minimum=0, exclusiveMinimum=True, maximum=1e9, exclusiveMaximum=True),
+            "Limit orders only (a market order must not have one; null is the same as none): a JSON number "
+            "> 0 on the tick grid.",
+        ]
+    ]
+    client_order_id: NotRequired[Annotated[Text64, "Echoed on every message about this order."]]
+    time_in_force: NotRequired[
+        Annotated[TimeInForce, "Default `gtc` for limit orders and `ioc` for market orders (`ioc` or `fok` only)."]
+    ]
+    request_id: NotRequired[Annotated[Text64, "Echoed in the reply."]]
+
+
 # --- REST replies ---------------------------------------------------------------------------------
 class OrderReply(TypedDict):
-    order_id: str | None
+    """The ``POST /orders`` reply, whatever the status (except 401 and 403)."""
+
+    order_id: Annotated[str | None, "`ORD_<n>`."]
     client_order_id: str | None
     status: Literal["accepted", "rejected", "pending_new"]
-    timestamp: str
-    filled_quantity: int
+    timestamp: Timestamp
+    filled_quantity: Annotated[int, "Filled when the verdict was given (an order that traded at once shows its fills)."]
     average_price: float | None
-    fees: float
-    liquidity_type: str | None
+    fees: Annotated[float, "Of the fills so far: positive paid, negative a rebate."]
+    liquidity_type: Liquidity | None
     error_code: str | None
     error_message: str | None
-    details: dict[str, Any] | None
+    details: Annotated[dict[str, Any] | None, "The numbers behind a rejection."]
     request_id: str | None
 
 
 class CancelReply(TypedDict):
-    order_id: str
+    """The ``DELETE /orders/{order_id}`` reply, whatever the status (except 401 and 403)."""
+
+    order_id: Annotated[str, "The id as sent in the path."]
     client_order_id: str | None
     status: Literal["cancelled", "rejected", "pending_cancel"]
-    cancelled_quantity: int
-    filled_quantity: int
+    cancelled_quantity: Annotated[int, "The remainder taken off the book."]
+    filled_quantity: Annotated[int, "Filled so far."]
     error_code: str | None
     error_message: str | None
-    timestamp: str
+    timestamp: Timestamp
 
 
 class CancelAllReply(TypedDict):
-    results: list[CancelReply]
+    results: Annotated[
+        list[CancelReply],
+        "One per order that was open when the matching engine reached the command (`[]` when none).",
+    ]
+
+
+class ErrorDetail(TypedDict):
+    code: str
+    message: Annotated[str, "Human text; do not parse."]
+    details: Annotated[
+        dict[str, Any],
+        'Numbers and field names, e.g. `{"field": "depth"}` or `{"fields": {"team_name": ["..."]}}`; `{}` when '
+        "there is nothing to add.",
+    ]
+
+
+class ErrorReply(TypedDict):
+    """Every error outside the order and cancel replies."""
+
+    error: ErrorDetail
+
+
+class HealthComponents(TypedDict):
+    database: bool
+    redis: bool
+    matching_worker: Annotated[bool, "The matching worker's heartbeat is fresh."]
+
+
+class Health(TypedDict):
+    status: Literal["ok", "degraded"]
+    service: str
+    components: HealthComponents
+
+
+class Registered(TypedDict):
+    team_id: Annotated[str, "`TEAM_<n>`."]
+    team_name: str
+    role: Role
+    api_key: Annotated[str, "`itg_...`: shown only in this reply; the server keeps only a hash."]
+    created_at: Timestamp
+
+
+class OrderObject(TypedDict):
+    """An order with its current state (``GET /orders``, the snapshot's ``open_orders``)."""
+
+    order_id: Annotated[str, "`ORD_<n>`."]
+    client_order_id: str | None
+    instrument_id: Annotated[str, "As sent, also for an unknown instrument (rejected orders)."]
+    side: Side
+    order_type: OrderType
+    time_in_force: TimeInForce
+    price: Annotated[float | None, "null for market orders."]
+    quantity: int
+    filled_quantity: int
+    remaining_quantity: int
+    cancelled_quantity: int
+    average_price: float | None
+    fees: float
+    status: Annotated[StoredStatus, "A stored order is never `pending_new`: that status appears only in a 504 reply."]
+    error_code: Annotated[str | None, "Why it was rejected, when it was."]
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class FillObject(TypedDict):
+    trade_id: Annotated[str, "`TRD_<n>`."]
+    order_id: str
+    client_order_id: str | None
+    instrument_id: str
+    side: Side
+    quantity: int
+    price: float
+    liquidity_type: Liquidity
+    fees: Annotated[float, "Positive: paid; negative: a rebate received."]
+    position: Annotated[int, "The team's net position in the instrument after this fill."]
+    timestamp: Timestamp
+
+
+class OrderDetail(OrderObject):
+    """One order with its fills (``GET /orders/{order_id}``)."""
+
+    fills: list[FillObject]
+
+
+class OrderList(TypedDict):
+    orders: list[OrderObject]
+
+
+class FillList(TypedDict):
+    fills: list[FillObject]
+
+
+class Positions(TypedDict):
+    team_id: str
+    positions: Annotated[dict[str, int], "instrument_id → signed net position (contracts)."]
+
+
+class LimitLeft(TypedDict):
+    buy: int
+    sell: int
+
+
+class AccountPosition(TypedDict):
+    instrument_id: str
+    position: int
+    limit: Annotated[int, "Per-instrument position limit of the role, either side."]
+    limit_left: Annotated[LimitLeft, "How much more the filled position may grow each way."]
+    average_price: Annotated[float | None, "Average cost of the open position."]
+    mark_price: Annotated[float | None, "Mid of the book, else the last trade."]
+
+
+class Account(TypedDict):
+    team_id: str
+    role: Role
+    cash: float
+    fees_paid: Annotated[float, "Net: fees paid minus rebates received."]
+    realized_pnl: float
+    unrealized_pnl: Annotated[float, "Marked at the mid (or the last trade)."]
+    total_pnl: Annotated[float, "realized + unrealized − fees_paid."]
+    positions: list[AccountPosition]
+    portfolio_limit: int
+    portfolio_used: Annotated[int, "Σ |position| over instruments."]
+
+
+class Instrument(TypedDict):
+    instrument_id: str
+    underlying: str
+    option_type: OptionType
+    strike: float
+    expiry: Date | None
+    tick_size: float
+    multiplier: int
+    max_order_size: int
+    status: Literal["active", "halted"]
+
+
+class InstrumentList(TypedDict):
+    instruments: list[Instrument]
+
+
+class BookLevel(TypedDict):
+    price: float
+    quantity: Annotated[int, "Total resting quantity at this price."]
+
+
+class LastTrade(TypedDict):
+    trade_id: str
+    price: float
+    quantity: int
+    aggressor_side: Side | None
+    timestamp: Timestamp
+
+
+class OrderBook(TypedDict):
+    instrument_id: str
+    bids: Annotated[list[BookLevel], "Best (highest) first."]
+    asks: Annotated[list[BookLevel], "Best (lowest) first."]
+    last_trade: LastTrade | None
+    timestamp: Timestamp
+
+
+class ScheduledPhase(TypedDict):
+    phase: Phase
+    at: Timestamp
+
+
+class Game(TypedDict):
+    phase: Phase
+    next_phase: Phase | None
+    next_phase_at: Timestamp | None
+    schedule: Annotated[list[ScheduledPhase], "The coming phase changes, soonest first (`[]` when none is set)."]
+    server_time: Timestamp
 
 
 # --- WebSocket frame data -------------------------------------------------------------------------
@@ -149,26 +385,6 @@ class EventFrame(TypedDict, total=False):
     scope: str
     instrument_id: str | None
     headline: str
-
-
-class OrderObject(TypedDict):
-    order_id: str
-    client_order_id: str | None
-    instrument_id: str
-    side: str
-    order_type: str
-    time_in_force: str
-    price: float | None
-    quantity: int
-    filled_quantity: int
-    remaining_quantity: int
-    cancelled_quantity: int
-    average_price: float | None
-    fees: float
-    status: str
-    error_code: str | None
-    created_at: str
-    updated_at: str
 
 
 class PositionSnapshot(TypedDict):

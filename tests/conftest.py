@@ -1,5 +1,6 @@
-"""Shared fixtures: teams with keys, an API client, the demo instruments, and the session's
-embedded Redis (stopped at the end if the session started it)."""
+"""Shared fixtures: teams with keys, an API client, the demo instruments, a check of replies
+against the OpenAPI schema, and the session's embedded Redis (stopped at the end if the session
+started it)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ os.environ.setdefault("ITG_INSTANCE", "test")
 from collections.abc import Callable  # noqa: E402
 from decimal import Decimal  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 from rest_framework.test import APIClient  # noqa: E402
@@ -162,3 +164,30 @@ def _redis_breaker_closed() -> None:
     from infra.redis_breaker import redis_on_request_path
 
     redis_on_request_path.reset()
+
+
+@pytest.fixture(scope="session")
+def documented() -> Callable[[str, str, Any], None]:
+    """A check that a reply of the test client is one the served OpenAPI schema documents: its
+    status among the operation's, its body valid against the schema for that status."""
+    import requests
+    import schemathesis
+    from django.test import Client
+
+    spec = Client().get("/schema/", {"format": "json"}).json()
+    api = schemathesis.openapi.from_dict(spec)
+
+    def check(method: str, template: str, response: Any) -> None:
+        assert str(response.status_code) in spec["paths"][template][method]["responses"], (method, template, response)
+        api[template][method.upper()].validate_response(
+            schemathesis.Response(
+                status_code=response.status_code,
+                headers={name: [value] for name, value in response.headers.items()},
+                content=response.content,
+                request=requests.Request(method.upper(), f"http://testserver{template}").prepare(),
+                elapsed=0.0,
+                verify=False,
+            )
+        )
+
+    return check

@@ -11,9 +11,11 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from exchange.codes import RejectCode
+from exchange.wire import OrderForm
 
-FIELDS = {"instrument_id", "order_type", "side", "quantity", "price", "client_order_id", "time_in_force", "request_id"}
-REQUIRED = ("instrument_id", "order_type", "side", "quantity")
+# The fields are the documented ones: the schema's order form is made from the same declaration.
+FIELDS = OrderForm.__required_keys__ | OrderForm.__optional_keys__
+REQUIRED = tuple(name for name in OrderForm.__annotations__ if name in OrderForm.__required_keys__)
 MAX_BODY = 64 * 1024
 
 

@@ -2,7 +2,8 @@
 
 Everything about the schema lives here, applied to the views from outside:
 
-- documentation serializers for every request and reply (they validate nothing at run time);
+- the reply bodies, made from their one declaration in ``exchange.wire`` (``exchange.api.openapi``),
+  narrowed per HTTP status to the codes and statuses that status can carry;
 - ``extend_schema_view(...)`` on each view class, executed when this module is imported
   (``tradinggame.urls`` imports it);
 - ``Endpoints``: the URL patterns that the schema generator cannot read by itself. ``/orders`` and
@@ -10,8 +11,8 @@ Everything about the schema lives here, applied to the views from outside:
   the plain async functions of ``exchange.api.order_views`` for POST and DELETE), so each is
   documented by its DRF view plus a stand-in view class per async operation;
   ``/positions/{team_id}`` gets a stand-in of its own because its 403 differs from ``/positions``;
-- ``postprocess``: the long description (conventions, rejection codes, the WebSocket protocol)
-  and the ``X-API-Key`` security scheme.
+- ``postprocess``: the components made from wire shapes, the long description (conventions,
+  rejection codes, the WebSocket protocol) and the ``X-API-Key`` security scheme.
 
 The rejection codes come from ``exchange.codes.RejectCode``; a new code shows up in the
 description and, unless it is listed below as a form, transport, cancel or engine-only code,
@@ -20,8 +21,9 @@ among the business rejections (HTTP 200) of ``POST /orders``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 from django.urls import URLPattern
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -35,17 +37,16 @@ from drf_spectacular.utils import (
     extend_schema,
     extend_schema_view,
 )
-from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import Role
+from exchange import wire
 from exchange.api import views
+from exchange.api.openapi import Components, one_of
 from exchange.api.order_input import MAX_BODY
 from exchange.codes import RejectCode
 from exchange.engine.types import CancelReason
-from exchange.models import OrderStatus, OrderType, Phase, Side, TimeInForce
 
 API_KEY_SCHEME = "ApiKeyAuth"
 
@@ -78,12 +79,6 @@ TRANSPORT_STATUS = {
     RejectCode.TIMEOUT: 504,
 }
 TRANSPORT_CODES = tuple(TRANSPORT_STATUS)
-CANCEL_REPLY_CODES = (
-    RejectCode.ORDER_NOT_FOUND,
-    RejectCode.ORDER_ALREADY_FILLED,
-    RejectCode.ORDER_ALREADY_CANCELLED,
-    RejectCode.MARKET_CLOSED,
-)
 _CANCEL_ONLY = {RejectCode.ORDER_NOT_FOUND, RejectCode.ORDER_ALREADY_FILLED, RejectCode.ORDER_ALREADY_CANCELLED}
 # Refusals no reply carries: the worker assigns order ids itself (DUPLICATE_ORDER_ID would be a bug),
 # and ENGINE_ERROR is journalled for a command that failed on its own (its client got 504).
@@ -132,35 +127,19 @@ def _codes(codes: Iterable[str]) -> str:
     return ", ".join(f"`{c}`" for c in codes)
 
 
-# --- the error envelope -----------------------------------------------------------------------
+# --- replies, made from the wire shapes -------------------------------------------------------
+
+COMPONENTS = Components()
 
 
-def envelope(*codes: str) -> dict[str, Any]:
-    """The error body ``{"error": {"code", "message", "details"}}`` with the codes one reply can carry."""
-    return {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message", "details"],
-                "properties": {
-                    "code": {"type": "string", "enum": list(codes)},
-                    "message": {"type": "string", "description": "Human text; do not parse."},
-                    "details": {
-                        "type": "object",
-                        "additionalProperties": True,
-                        "description": 'Numbers and field names, e.g. `{"field": "depth"}` or '
-                        '`{"fields": {"team_name": ["..."]}}`; `{}` when there is nothing to add.',
-                    },
-                },
-            }
-        },
-    }
+def reply(schema: dict[str, Any], description: str = "") -> OpenApiResponse:
+    return OpenApiResponse(response=schema, description=description)
 
 
 def error(description: str, *codes: str) -> OpenApiResponse:
-    return OpenApiResponse(response=envelope(*codes), description=f"{description} Codes: {_codes(codes)}.")
+    """The error envelope, with the codes one reply can carry."""
+    schema = COMPONENTS.inline(wire.ErrorReply, error={"code": one_of(codes)})
+    return reply(schema, f"{description} Codes: {_codes(codes)}.")
 
 
 UNAUTHORIZED = error(
@@ -175,339 +154,90 @@ def authenticated(responses: dict[int, Any], forbidden: OpenApiResponse = TEAM_D
     return {**responses, 401: UNAUTHORIZED, 403: forbidden}
 
 
-# --- documentation serializers ----------------------------------------------------------------
-
-DATETIME_HELP = "UTC ISO-8601 with microseconds and a Z, e.g. `2024-01-15T10:00:00.123456Z`."
-
-
-def _choices(values: Iterable[str]) -> list[str]:
-    return [str(v) for v in values]
+def refused_order(
+    name: str, description: str, codes: Iterable[str], status: Any = Literal["rejected"]
+) -> dict[str, Any]:
+    """The order-reply shape of a request that made no order: no ``order_id``, always a code."""
+    return COMPONENTS.ref(wire.OrderReply, name, description, status=status, order_id=None, error_code=one_of(codes))
 
 
-class HealthComponentsSerializer(serializers.Serializer):
-    database = serializers.BooleanField()
-    redis = serializers.BooleanField()
-    matching_worker = serializers.BooleanField(help_text="The matching worker's heartbeat is fresh.")
+def refused_cancel(name: str, description: str, code: str, status: Any = Literal["rejected"]) -> dict[str, Any]:
+    """The cancel-reply shape of a cancel that got no verdict, or one about no order of the team."""
+    return COMPONENTS.ref(wire.CancelReply, name, description, status=status, error_code=one_of([code]))
 
 
-class HealthSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["ok", "degraded"])
-    service = serializers.CharField()
-    components = HealthComponentsSerializer()
-
-
-class RegisterRequestSerializer(serializers.Serializer):
-    team_name = serializers.CharField(min_length=3, max_length=50, help_text="Unique; surrounding blanks are trimmed.")
-    role = serializers.ChoiceField(choices=_choices(Role.values))
-
-
-class RegisteredSerializer(serializers.Serializer):
-    team_id = serializers.CharField(help_text="`TEAM_<n>`.")
-    team_name = serializers.CharField()
-    role = serializers.ChoiceField(choices=_choices(Role.values))
-    api_key = serializers.CharField(help_text="`itg_...`: shown only in this reply; the server keeps only a hash.")
-    created_at = serializers.DateTimeField()
-
-
-class OrderRequestSerializer(serializers.Serializer):
-    instrument_id = serializers.CharField(min_length=1, max_length=64, help_text="A listed instrument.")
-    order_type = serializers.ChoiceField(choices=_choices(OrderType.values))
-    side = serializers.ChoiceField(choices=_choices(Side.values))
-    quantity = serializers.IntegerField(
-        min_value=1, max_value=2**31 - 1, help_text="Contracts; at most the role's and the instrument's maximum."
-    )
-    price = serializers.FloatField(
-        required=False,
-        help_text="Limit orders only (a market order must not have one): a JSON number > 0 on the tick grid.",
-    )
-    client_order_id = serializers.CharField(
-        required=False, min_length=1, max_length=64, help_text="Echoed on every message about this order."
-    )
-    time_in_force = serializers.ChoiceField(
-        choices=_choices(TimeInForce.values),
-        required=False,
-        help_text="Default `gtc` for limit orders; market orders are always `ioc`.",
-    )
-    request_id = serializers.CharField(required=False, min_length=1, max_length=64, help_text="Echoed in the reply.")
-
-
-def _order_reply(
-    name: str, doc: str, *, statuses: list[str], codes: Iterable[str] | None, order_id: bool | None
-) -> Any:
-    """An order-reply serializer narrowed to what one HTTP status can carry.
-
-    ``order_id``: True always set, False always null, None either. ``codes`` None: always null.
-    """
-    code_list = _choices(codes or [])
-    fields: dict[str, Any] = {
-        "__doc__": doc,
-        "order_id": serializers.CharField(allow_null=order_id is not True, help_text="`ORD_<n>`."),
-        "client_order_id": serializers.CharField(allow_null=True),
-        "status": serializers.ChoiceField(choices=statuses),
-        "timestamp": serializers.DateTimeField(help_text=DATETIME_HELP),
-        "filled_quantity": serializers.IntegerField(
-            help_text="Filled when the verdict was given (an order that traded at once shows its fills)."
-        ),
-        "average_price": serializers.FloatField(allow_null=True),
-        "fees": serializers.FloatField(help_text="Of the fills so far: positive paid, negative a rebate."),
-        "liquidity_type": serializers.ChoiceField(choices=["maker", "taker"], allow_null=True),
-        "error_code": serializers.ChoiceField(choices=code_list, allow_null=codes is None or order_id is True)
-        if code_list
-        else serializers.CharField(allow_null=True, help_text="null."),
-        "error_message": serializers.CharField(allow_null=True),
-        "details": serializers.DictField(allow_null=True, help_text="The numbers behind a rejection."),
-        "request_id": serializers.CharField(allow_null=True),
-    }
-    return type(name, (serializers.Serializer,), fields)
-
-
-OrderReplySerializer = _order_reply(
-    "OrderReplySerializer",
-    "The matching engine's verdict, sent once it is in the database: accepted (with the fills it made at "
-    "once, if any) or rejected by a business rule (stored for audit, `new_order_reject` pushed over the "
+ORDER_VERDICT = COMPONENTS.ref(
+    wire.OrderReply,
+    description="The matching engine's verdict, sent once it is in the database: accepted (with the fills it made "
+    "at once, if any) or rejected by a business rule (stored for audit, `new_order_reject` pushed over the "
     "WebSocket). `error_code` is null when accepted.",
-    statuses=["accepted", "rejected"],
-    codes=BUSINESS_CODES,
-    order_id=True,
+    status=Literal["accepted", "rejected"],
+    order_id=str,
+    error_code=one_of(BUSINESS_CODES) | None,
 )
-OrderReplyMalformedSerializer = _order_reply(
-    "OrderReplyMalformedSerializer",
-    "The body cannot be read as an order: nothing stored, nothing on the WebSocket.",
-    statuses=["rejected"],
-    codes=FORM_CODES,
-    order_id=False,
+ORDER_MALFORMED = refused_order(
+    "OrderReplyMalformed", "The body cannot be read as an order: nothing stored, nothing on the WebSocket.", FORM_CODES
 )
-OrderReplyTooLargeSerializer = _order_reply(
-    "OrderReplyTooLargeSerializer",
+ORDER_TOO_LARGE = refused_order(
+    "OrderReplyTooLarge",
     f"The body is larger than {MAX_BODY} bytes: refused unread.",
-    statuses=["rejected"],
-    codes=[RejectCode.PAYLOAD_TOO_LARGE],
-    order_id=False,
+    [RejectCode.PAYLOAD_TOO_LARGE],
 )
-OrderReplyUnsupportedMediaTypeSerializer = _order_reply(
-    "OrderReplyUnsupportedMediaTypeSerializer",
+ORDER_UNSUPPORTED_MEDIA_TYPE = refused_order(
+    "OrderReplyUnsupportedMediaType",
     "The body is not sent as `application/json`.",
-    statuses=["rejected"],
-    codes=[RejectCode.UNSUPPORTED_MEDIA_TYPE],
-    order_id=False,
+    [RejectCode.UNSUPPORTED_MEDIA_TYPE],
 )
-OrderReplyRateLimitedSerializer = _order_reply(
-    "OrderReplyRateLimitedSerializer",
+ORDER_RATE_LIMITED = refused_order(
+    "OrderReplyRateLimited",
     "Over the role's orders per second: no order stored, nothing on the WebSocket; retry after "
     "`Retry-After` seconds (`details.retry_after_ms` is more precise).",
-    statuses=["rejected"],
-    codes=[RejectCode.RATE_LIMIT_EXCEEDED],
-    order_id=False,
+    [RejectCode.RATE_LIMIT_EXCEEDED],
 )
-OrderReplyUnavailableSerializer = _order_reply(
-    "OrderReplyUnavailableSerializer",
+ORDER_UNAVAILABLE = refused_order(
+    "OrderReplyUnavailable",
     "The matching worker is down or stalled, its queue holds more than the operators' backlog, or Redis is "
     "unavailable: the order was not queued and nothing is stored; retry after `Retry-After` seconds.",
-    statuses=["rejected"],
-    codes=[RejectCode.MATCHING_UNAVAILABLE],
-    order_id=False,
+    [RejectCode.MATCHING_UNAVAILABLE],
 )
-OrderReplyPendingSerializer = _order_reply(
-    "OrderReplyPendingSerializer",
+ORDER_PENDING = refused_order(
+    "OrderReplyPending",
     "Queued, but the verdict did not come within the bounded wait (an operator setting, default 2 s): the "
     "order may still be accepted, and then its `new_order_ack` (with its `client_order_id`) comes over the "
     "WebSocket. `pending_new` is never a stored order's status.",
-    statuses=["pending_new"],
-    codes=[RejectCode.TIMEOUT],
-    order_id=False,
+    [RejectCode.TIMEOUT],
+    status=Literal["pending_new"],
 )
 
-
-class FillSerializer(serializers.Serializer):
-    trade_id = serializers.CharField(help_text="`TRD_<n>`.")
-    order_id = serializers.CharField()
-    client_order_id = serializers.CharField(allow_null=True)
-    instrument_id = serializers.CharField()
-    side = serializers.ChoiceField(choices=_choices(Side.values))
-    quantity = serializers.IntegerField()
-    price = serializers.FloatField()
-    liquidity_type = serializers.ChoiceField(choices=["maker", "taker"])
-    fees = serializers.FloatField(help_text="Positive: paid; negative: a rebate received.")
-    position = serializers.IntegerField(help_text="The team's net position in the instrument after this fill.")
-    timestamp = serializers.DateTimeField(help_text=DATETIME_HELP)
-
-
-class OrderSerializer(serializers.Serializer):
-    order_id = serializers.CharField(help_text="`ORD_<n>`.")
-    client_order_id = serializers.CharField(allow_null=True)
-    instrument_id = serializers.CharField(help_text="As sent, also for an unknown instrument (rejected orders).")
-    side = serializers.ChoiceField(choices=_choices(Side.values))
-    order_type = serializers.ChoiceField(choices=_choices(OrderType.values))
-    time_in_force = serializers.ChoiceField(choices=_choices(TimeInForce.values))
-    price = serializers.FloatField(allow_null=True, help_text="null for market orders.")
-    quantity = serializers.IntegerField()
-    filled_quantity = serializers.IntegerField()
-    remaining_quantity = serializers.IntegerField()
-    cancelled_quantity = serializers.IntegerField()
-    average_price = serializers.FloatField(allow_null=True)
-    fees = serializers.FloatField()
-    status = serializers.ChoiceField(
-        choices=_choices(s for s in OrderStatus.values if s != OrderStatus.PENDING_NEW),
-        help_text="A stored order is never `pending_new`: that status appears only in a 504 reply.",
-    )
-    error_code = serializers.CharField(allow_null=True, help_text="Why it was rejected, when it was.")
-    created_at = serializers.DateTimeField(help_text=DATETIME_HELP)
-    updated_at = serializers.DateTimeField(help_text=DATETIME_HELP)
-
-
-class OrderDetailSerializer(OrderSerializer):
-    fills = FillSerializer(many=True)
-
-
-class OrderListSerializer(serializers.Serializer):
-    orders = OrderSerializer(many=True)
-
-
-class FillListSerializer(serializers.Serializer):
-    fills = FillSerializer(many=True)
-
-
-class PositionsSerializer(serializers.Serializer):
-    team_id = serializers.CharField()
-    positions = serializers.DictField(
-        child=serializers.IntegerField(), help_text="instrument_id → signed net position (contracts)."
-    )
-
-
-class LimitLeftSerializer(serializers.Serializer):
-    buy = serializers.IntegerField()
-    sell = serializers.IntegerField()
-
-
-class AccountPositionSerializer(serializers.Serializer):
-    instrument_id = serializers.CharField()
-    position = serializers.IntegerField()
-    limit = serializers.IntegerField(help_text="Per-instrument position limit of the role, either side.")
-    limit_left = LimitLeftSerializer(help_text="How much more the filled position may grow each way.")
-    average_price = serializers.FloatField(allow_null=True, help_text="Average cost of the open position.")
-    mark_price = serializers.FloatField(allow_null=True, help_text="Mid of the book, else the last trade.")
-
-
-class AccountSerializer(serializers.Serializer):
-    team_id = serializers.CharField()
-    role = serializers.ChoiceField(choices=_choices(Role.values))
-    cash = serializers.FloatField()
-    fees_paid = serializers.FloatField(help_text="Net: fees paid minus rebates received.")
-    realized_pnl = serializers.FloatField()
-    unrealized_pnl = serializers.FloatField(help_text="Marked at the mid (or the last trade).")
-    total_pnl = serializers.FloatField(help_text="realized + unrealized − fees_paid.")
-    positions = AccountPositionSerializer(many=True)
-    portfolio_limit = serializers.IntegerField()
-    portfolio_used = serializers.IntegerField(help_text="Σ |position| over instruments.")
-
-
-class InstrumentSerializer(serializers.Serializer):
-    instrument_id = serializers.CharField()
-    underlying = serializers.CharField()
-    option_type = serializers.ChoiceField(choices=["call", "put"])
-    strike = serializers.FloatField()
-    expiry = serializers.DateField(allow_null=True)
-    tick_size = serializers.FloatField()
-    multiplier = serializers.IntegerField()
-    max_order_size = serializers.IntegerField()
-    status = serializers.ChoiceField(choices=["active", "halted"])
-
-
-class InstrumentListSerializer(serializers.Serializer):
-    instruments = InstrumentSerializer(many=True)
-
-
-class BookLevelSerializer(serializers.Serializer):
-    price = serializers.FloatField()
-    quantity = serializers.IntegerField(help_text="Total resting quantity at this price.")
-
-
-class LastTradeSerializer(serializers.Serializer):
-    trade_id = serializers.CharField()
-    price = serializers.FloatField()
-    quantity = serializers.IntegerField()
-    aggressor_side = serializers.ChoiceField(choices=_choices(Side.values), allow_null=True)
-    timestamp = serializers.DateTimeField(help_text=DATETIME_HELP)
-
-
-class OrderBookSerializer(serializers.Serializer):
-    instrument_id = serializers.CharField()
-    bids = BookLevelSerializer(many=True, help_text="Best (highest) first.")
-    asks = BookLevelSerializer(many=True, help_text="Best (lowest) first.")
-    last_trade = LastTradeSerializer(allow_null=True)
-    timestamp = serializers.DateTimeField(help_text=DATETIME_HELP)
-
-
-class GameSerializer(serializers.Serializer):
-    phase = serializers.ChoiceField(choices=_choices(Phase.values))
-    next_phase = serializers.ChoiceField(choices=_choices(Phase.values), allow_null=True)
-    next_phase_at = serializers.DateTimeField(allow_null=True)
-    schedule = serializers.ListField(child=serializers.DictField(), help_text="The phase schedule, when one is set.")
-    server_time = serializers.DateTimeField(help_text=DATETIME_HELP)
-
-
-def _cancel_reply(name: str, doc: str, *, statuses: list[str], codes: Iterable[str] | None, nullable: bool) -> Any:
-    code_list = _choices(codes or [])
-    fields: dict[str, Any] = {
-        "__doc__": doc,
-        "order_id": serializers.CharField(help_text="The id as sent in the path."),
-        "client_order_id": serializers.CharField(allow_null=True),
-        "status": serializers.ChoiceField(choices=statuses),
-        "cancelled_quantity": serializers.IntegerField(help_text="The remainder taken off the book."),
-        "filled_quantity": serializers.IntegerField(help_text="Filled so far."),
-        "error_code": serializers.ChoiceField(choices=code_list, allow_null=nullable)
-        if code_list
-        else serializers.CharField(allow_null=True, help_text="null."),
-        "error_message": serializers.CharField(allow_null=True),
-        "timestamp": serializers.DateTimeField(help_text=DATETIME_HELP),
-    }
-    return type(name, (serializers.Serializer,), fields)
-
-
-CancelReplySerializer = _cancel_reply(
-    "CancelReplySerializer",
-    "The matching engine's verdict: `cancelled`, or `rejected` with the reason.",
-    statuses=["cancelled", "rejected"],
-    codes=[RejectCode.ORDER_ALREADY_FILLED, RejectCode.ORDER_ALREADY_CANCELLED, RejectCode.MARKET_CLOSED],
-    nullable=True,
+CANCEL_VERDICT = COMPONENTS.ref(
+    wire.CancelReply,
+    description="The matching engine's verdict: `cancelled`, or `rejected` with the reason.",
+    status=Literal["cancelled", "rejected"],
+    error_code=one_of([RejectCode.ORDER_ALREADY_FILLED, RejectCode.ORDER_ALREADY_CANCELLED, RejectCode.MARKET_CLOSED])
+    | None,
 )
-CancelReplyNotFoundSerializer = _cancel_reply(
-    "CancelReplyNotFoundSerializer",
+CANCEL_NOT_FOUND = refused_cancel(
+    "CancelReplyNotFound",
     "No such order of this team (also another team's order, and a rejected order).",
-    statuses=["rejected"],
-    codes=[RejectCode.ORDER_NOT_FOUND],
-    nullable=False,
+    RejectCode.ORDER_NOT_FOUND,
 )
-CancelReplyPendingSerializer = _cancel_reply(
-    "CancelReplyPendingSerializer",
+CANCEL_PENDING = refused_cancel(
+    "CancelReplyPending",
     "Queued, but the verdict did not come within the bounded wait (an operator setting, default 2 s); it still "
     "comes over the WebSocket (`cancel_ack` or `cancel_reject`).",
-    statuses=["pending_cancel"],
-    codes=[RejectCode.TIMEOUT],
-    nullable=False,
+    RejectCode.TIMEOUT,
+    status=Literal["pending_cancel"],
 )
-CancelReplyUnavailableSerializer = _cancel_reply(
-    "CancelReplyUnavailableSerializer",
+CANCEL_UNAVAILABLE = refused_cancel(
+    "CancelReplyUnavailable",
     "The matching worker is down or stalled, its queue is full, or Redis is unavailable: the cancel was not "
     "queued; retry after `Retry-After` seconds.",
-    statuses=["rejected"],
-    codes=[RejectCode.MATCHING_UNAVAILABLE],
-    nullable=False,
+    RejectCode.MATCHING_UNAVAILABLE,
 )
-CancelResultSerializer = _cancel_reply(
-    "CancelResultSerializer",
-    "One order taken off the book by a cancel-all.",
-    statuses=["cancelled"],
-    codes=None,
-    nullable=True,
+CANCELLED_ALL = COMPONENTS.ref(
+    wire.CancelAllReply,
+    results={"status": Literal["cancelled"], "error_code": None, "error_message": None},
 )
-
-
-class CancelAllReplySerializer(serializers.Serializer):
-    results = CancelResultSerializer(
-        many=True,
-        help_text="One per order that was open when the matching engine reached the command (`[]` when none).",
-    )
 
 
 # --- stand-in views for what the generator cannot see -----------------------------------------
@@ -599,8 +329,8 @@ extend_schema_view(
         "matching worker's heartbeat is missing.",
         tags=["system"],
         responses={
-            200: OpenApiResponse(HealthSerializer, description="Every component is up."),
-            503: OpenApiResponse(HealthSerializer, description="At least one component is down."),
+            200: reply(COMPONENTS.ref(wire.Health), "Every component is up."),
+            503: reply(COMPONENTS.ref(wire.Health), "At least one component is down."),
         },
     )
 )(views.HealthView)
@@ -609,12 +339,12 @@ extend_schema_view(
     post=extend_schema(
         operation_id="register",
         summary="Register a team",
-        description="Open without a key. The API key is shown only in this reply. Operators can close "
-        "open registration (403 `REGISTRATION_CLOSED`).",
+        description="Open without a key. `team_name` is unique; surrounding blanks are trimmed. The API key is "
+        "shown only in this reply. Operators can close open registration (403 `REGISTRATION_CLOSED`).",
         tags=["auth"],
-        request=RegisterRequestSerializer,
+        request=views.RegisterInput,
         responses={
-            201: OpenApiResponse(RegisteredSerializer, description="The team and its key."),
+            201: reply(COMPONENTS.ref(wire.Registered), "The team and its key."),
             400: error(
                 "The body is not a JSON object (`INVALID_JSON`), has an unknown field (`UNKNOWN_FIELD`) or a "
                 "field fails its rule (`INVALID_REQUEST`, per field in `details.fields`).",
@@ -655,7 +385,7 @@ extend_schema_view(
             "that order's verdict again (same `order_id`, no new WebSocket message)."
         ),
         tags=["orders"],
-        request=OrderRequestSerializer,
+        request={"application/json": COMPONENTS.ref(wire.OrderForm, closed=True)},
         parameters=[
             OpenApiParameter(
                 "Retry-After",
@@ -667,28 +397,13 @@ extend_schema_view(
         ],
         responses=authenticated(
             {
-                200: OpenApiResponse(
-                    OrderReplySerializer, description="The verdict: accepted, or rejected by a business rule."
-                ),
-                400: OpenApiResponse(
-                    OrderReplyMalformedSerializer, description=f"Malformed. Codes: {_codes(FORM_CODES)}."
-                ),
-                413: OpenApiResponse(
-                    OrderReplyTooLargeSerializer, description=f"Body over {MAX_BODY} bytes. Code: `PAYLOAD_TOO_LARGE`."
-                ),
-                415: OpenApiResponse(
-                    OrderReplyUnsupportedMediaTypeSerializer,
-                    description="Not `application/json`. Code: `UNSUPPORTED_MEDIA_TYPE`.",
-                ),
-                429: OpenApiResponse(
-                    OrderReplyRateLimitedSerializer, description="Rate limited. Code: `RATE_LIMIT_EXCEEDED`."
-                ),
-                503: OpenApiResponse(
-                    OrderReplyUnavailableSerializer, description="Not queued. Code: `MATCHING_UNAVAILABLE`."
-                ),
-                504: OpenApiResponse(
-                    OrderReplyPendingSerializer, description="No verdict in time: `pending_new`. Code: `TIMEOUT`."
-                ),
+                200: reply(ORDER_VERDICT, "The verdict: accepted, or rejected by a business rule."),
+                400: reply(ORDER_MALFORMED, f"Malformed. Codes: {_codes(FORM_CODES)}."),
+                413: reply(ORDER_TOO_LARGE, f"Body over {MAX_BODY} bytes. Code: `PAYLOAD_TOO_LARGE`."),
+                415: reply(ORDER_UNSUPPORTED_MEDIA_TYPE, "Not `application/json`. Code: `UNSUPPORTED_MEDIA_TYPE`."),
+                429: reply(ORDER_RATE_LIMITED, "Rate limited. Code: `RATE_LIMIT_EXCEEDED`."),
+                503: reply(ORDER_UNAVAILABLE, "Not queued. Code: `MATCHING_UNAVAILABLE`."),
+                504: reply(ORDER_PENDING, "No verdict in time: `pending_new`. Code: `TIMEOUT`."),
             }
         ),
         examples=[
@@ -740,7 +455,7 @@ extend_schema_view(
         ],
         responses=authenticated(
             {
-                200: OrderListSerializer,
+                200: reply(COMPONENTS.ref(wire.OrderList)),
                 400: error(
                     "`since` is not an ISO-8601 timestamp, or a parameter holds control characters.", "INVALID_REQUEST"
                 ),
@@ -770,9 +485,7 @@ extend_schema_view(
         ],
         responses=authenticated(
             {
-                200: OpenApiResponse(
-                    CancelAllReplySerializer, description="The orders taken off the book (`[]` when none was open)."
-                ),
+                200: reply(CANCELLED_ALL, "The orders taken off the book (`[]` when none was open)."),
                 400: error(
                     "`instrument_id` is longer than 64 characters or holds control characters.", "INVALID_FILTER"
                 ),
@@ -800,7 +513,7 @@ extend_schema_view(
         parameters=[ORDER_ID],
         responses=authenticated(
             {
-                200: OrderDetailSerializer,
+                200: reply(COMPONENTS.ref(wire.OrderDetail)),
                 404: error("No such order of this team (another team's id included).", "ORDER_NOT_FOUND"),
             }
         ),
@@ -819,21 +532,16 @@ extend_schema_view(
         parameters=[ORDER_ID, RETRY_AFTER_503],
         responses=authenticated(
             {
-                200: OpenApiResponse(
-                    CancelReplySerializer,
-                    description="`cancelled`, or `rejected` with `ORDER_ALREADY_FILLED`, `ORDER_ALREADY_CANCELLED` "
-                    "or `MARKET_CLOSED`.",
+                200: reply(
+                    CANCEL_VERDICT,
+                    "`cancelled`, or `rejected` with `ORDER_ALREADY_FILLED`, `ORDER_ALREADY_CANCELLED` or "
+                    "`MARKET_CLOSED`.",
                 ),
-                404: OpenApiResponse(
-                    CancelReplyNotFoundSerializer,
-                    description="`ORDER_NOT_FOUND`: an unknown id, another team's order or a rejected order.",
+                404: reply(
+                    CANCEL_NOT_FOUND, "`ORDER_NOT_FOUND`: an unknown id, another team's order or a rejected order."
                 ),
-                503: OpenApiResponse(
-                    CancelReplyUnavailableSerializer, description="Not queued: `MATCHING_UNAVAILABLE`."
-                ),
-                504: OpenApiResponse(
-                    CancelReplyPendingSerializer, description="No verdict in time: `pending_cancel`, `TIMEOUT`."
-                ),
+                503: reply(CANCEL_UNAVAILABLE, "Not queued: `MATCHING_UNAVAILABLE`."),
+                504: reply(CANCEL_PENDING, "No verdict in time: `pending_cancel`, `TIMEOUT`."),
             }
         ),
     )
@@ -844,7 +552,7 @@ extend_schema_view(
         operation_id="get_positions",
         summary="The team's positions",
         tags=["portfolio"],
-        responses=authenticated({200: PositionsSerializer}),
+        responses=authenticated({200: reply(COMPONENTS.ref(wire.Positions))}),
     )
 )(views.PositionsView)
 
@@ -855,7 +563,7 @@ extend_schema_view(
         tags=["portfolio"],
         parameters=[OpenApiParameter("team_id", str, OpenApiParameter.PATH, description="`TEAM_<n>`.")],
         responses=authenticated(
-            {200: PositionsSerializer},
+            {200: reply(COMPONENTS.ref(wire.Positions))},
             forbidden=error(
                 "Another team's id (`FORBIDDEN`), or the team is disabled (`TEAM_DISABLED`).",
                 "FORBIDDEN",
@@ -882,7 +590,7 @@ extend_schema_view(
         ],
         responses=authenticated(
             {
-                200: FillListSerializer,
+                200: reply(COMPONENTS.ref(wire.FillList)),
                 400: error(
                     "`since_trade_id` does not look like `TRD_<n>` (`INVALID_TRADE_ID`) or holds control "
                     "characters (`INVALID_REQUEST`).",
@@ -899,7 +607,7 @@ extend_schema_view(
         operation_id="get_account",
         summary="Cash, fees, P&L and limits",
         tags=["portfolio"],
-        responses=authenticated({200: AccountSerializer}),
+        responses=authenticated({200: reply(COMPONENTS.ref(wire.Account))}),
     )
 )(views.AccountView)
 
@@ -908,7 +616,7 @@ extend_schema_view(
         operation_id="list_instruments",
         summary="Listed instruments",
         tags=["market"],
-        responses=authenticated({200: InstrumentListSerializer}),
+        responses=authenticated({200: reply(COMPONENTS.ref(wire.InstrumentList))}),
     )
 )(views.InstrumentsView)
 
@@ -930,7 +638,7 @@ extend_schema_view(
         ],
         responses=authenticated(
             {
-                200: OrderBookSerializer,
+                200: reply(COMPONENTS.ref(wire.OrderBook)),
                 400: error("`depth` is not an integer from 1 to 50.", "INVALID_REQUEST"),
                 404: error("Not a listed instrument.", "INVALID_INSTRUMENT"),
             }
@@ -943,7 +651,7 @@ extend_schema_view(
         operation_id="get_game",
         summary="Phase, schedule and server time",
         tags=["system"],
-        responses=authenticated({200: GameSerializer}),
+        responses=authenticated({200: reply(COMPONENTS.ref(wire.Game))}),
     )
 )(views.GameView)
 
@@ -1098,19 +806,17 @@ by −side × price × quantity × multiplier − fee (side +1 buy, −1 sell).
 
 
 def postprocess(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
-    """Add the description, the tags and the security scheme; refuse unknown request fields."""
+    """Add the components made from wire shapes, the description, the tags and the security scheme."""
     result["info"]["description"] = description()
     result["tags"] = TAGS
     components = result.setdefault("components", {})
     components.setdefault("securitySchemes", {})[API_KEY_SCHEME] = SECURITY_SCHEME
-    schemas = components.get("schemas", {})
-    for name in ("OrderRequest", "RegisterRequest"):
-        if name in schemas:
-            schemas[name]["additionalProperties"] = False
-    if "OrderRequest" in schemas:  # > 0 and < 1e9, which a FloatField cannot say
-        schemas["OrderRequest"]["properties"]["price"].update(
-            minimum=0, exclusiveMinimum=True, maximum=1e9, exclusiveMaximum=True
-        )
+    schemas = {**components.get("schemas", {}), **copy.deepcopy(COMPONENTS.schemas)}
+    schemas["RegisterInput"]["additionalProperties"] = False  # the view refuses other fields (UNKNOWN_FIELD)
+    components["schemas"] = dict(sorted(schemas.items()))
+    for operation in (op for path in result["paths"].values() for op in path.values()):
+        if "requestBody" in operation:  # every body this API takes is required (a shape's is not marked so)
+            operation["requestBody"]["required"] = True
     _drop_enum_ids(result)
     return result
 

@@ -18,17 +18,17 @@ from rest_framework.views import APIView
 from accounts.authentication import team_of
 from accounts.models import Role
 from accounts.services import TeamNameTaken, team_register
-from exchange import clock
+from exchange import clock, wire
 from exchange.api.order_input import printable
 from exchange.matching.queue import matching_alive
 from exchange.models import Fill, Instrument, Order
-from exchange.prices import wire
 from exchange.selectors import (
     account_snapshot,
     book_depth,
     fill_object,
     game_state,
     last_trade,
+    listed_instruments,
     order_object,
     team_fills,
     team_positions,
@@ -59,7 +59,7 @@ class HealthView(APIView):
     permission_classes = [AllowAny]
 
     def get(self, request: Request) -> Response:
-        components = {"database": _database_ok(), "redis": False, "matching_worker": False}
+        components = wire.HealthComponents(database=_database_ok(), redis=False, matching_worker=False)
         try:
             client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
             components["redis"] = bool(client.ping())
@@ -67,11 +67,9 @@ class HealthView(APIView):
         except redis.RedisError:
             pass
         healthy = all(components.values())
-        body = {
-            "status": "ok" if healthy else "degraded",
-            "service": settings.EXCHANGE_SERVICE_NAME,
-            "components": components,
-        }
+        body = wire.Health(
+            status="ok" if healthy else "degraded", service=settings.EXCHANGE_SERVICE_NAME, components=components
+        )
         return Response(body, status=200 if healthy else 503)
 
 
@@ -139,7 +137,7 @@ class OrdersView(APIView):
             if moment is None:
                 raise ApiError("INVALID_REQUEST", "since must be an ISO-8601 timestamp", 400, {"field": "since"})
             orders = orders.filter(updated_at__gte=moment)
-        return Response({"orders": [order_object(order) for order in orders[:5000]]})
+        return Response(wire.OrderList(orders=[order_object(order) for order in orders[:5000]]))
 
 
 class OrderDetailView(APIView):
@@ -150,7 +148,9 @@ class OrderDetailView(APIView):
         if order is None:
             raise ApiError("ORDER_NOT_FOUND", "no such order", 404)
         fills = Fill.objects.filter(order=order).order_by("trade_id")
-        return Response(dict(order_object(order), fills=[fill_object(f, order.client_order_id) for f in fills]))
+        return Response(
+            wire.OrderDetail(**order_object(order), fills=[fill_object(f, order.client_order_id) for f in fills])
+        )
 
 
 class PositionsView(APIView):
@@ -158,7 +158,7 @@ class PositionsView(APIView):
         team = team_of(request)
         if team_id is not None and team_id != team.team_id:
             raise ApiError("FORBIDDEN", "teams may only read their own positions", 403)
-        return Response({"team_id": team.team_id, "positions": team_positions(team)})
+        return Response(wire.Positions(team_id=team.team_id, positions=team_positions(team)))
 
 
 class FillsView(APIView):
@@ -170,29 +170,12 @@ class FillsView(APIView):
             since_pk = parse_id(since, "TRD")
             if since_pk is None:
                 raise ApiError("INVALID_TRADE_ID", "since_trade_id must look like TRD_<n>", 400)
-        return Response({"fills": team_fills(team, since_pk)})
+        return Response(wire.FillList(fills=team_fills(team, since_pk)))
 
 
 class InstrumentsView(APIView):
     def get(self, request: Request) -> Response:
-        return Response(
-            {
-                "instruments": [
-                    {
-                        "instrument_id": i.symbol,
-                        "underlying": i.underlying,
-                        "option_type": i.option_type,
-                        "strike": wire(i.strike),
-                        "expiry": i.expiry.isoformat() if i.expiry else None,
-                        "tick_size": wire(i.tick_size),
-                        "multiplier": i.multiplier,
-                        "max_order_size": i.max_order_size,
-                        "status": "halted" if i.halted else "active",
-                    }
-                    for i in Instrument.objects.filter(listed=True)
-                ]
-            }
-        )
+        return Response(wire.InstrumentList(instruments=listed_instruments()))
 
 
 class AccountView(APIView):
@@ -208,13 +191,15 @@ class OrderBookView(APIView):
             raise ApiError("INVALID_REQUEST", "depth must be an integer from 1 to 50", 400, {"field": "depth"})
         if not printable(instrument_id) or not Instrument.objects.filter(symbol=instrument_id, listed=True).exists():
             raise ApiError("INVALID_INSTRUMENT", f"{instrument_id} is not a listed instrument", 404)
+        depth = book_depth(instrument_id, int(raw_depth))
         return Response(
-            {
-                "instrument_id": instrument_id,
-                **book_depth(instrument_id, int(raw_depth)),
-                "last_trade": last_trade(instrument_id),
-                "timestamp": clock.iso(clock.now()),
-            }
+            wire.OrderBook(
+                instrument_id=instrument_id,
+                bids=depth["bids"],
+                asks=depth["asks"],
+                last_trade=last_trade(instrument_id),
+                timestamp=clock.iso(clock.now()),
+            )
         )
 
 
@@ -222,11 +207,11 @@ class GameView(APIView):
     def get(self, request: Request) -> Response:
         game = game_state()
         return Response(
-            {
-                "phase": game.phase,
-                "next_phase": None,
-                "next_phase_at": None,
-                "schedule": [],
-                "server_time": clock.iso(clock.now()),
-            }
+            wire.Game(
+                phase=game.phase,
+                next_phase=None,
+                next_phase_at=None,
+                schedule=[],
+                server_time=clock.iso(clock.now()),
+            )
         )

@@ -368,7 +368,7 @@ class MatchingWorker:
             for e in events
             if isinstance(e, OrderCancelled)
         ]
-        self._verdict(batch, c, {"results": results})
+        self._verdict(batch, c, wire.CancelAllReply(results=results))
         return orjson.dumps({"cancelled": [r["order_id"] for r in results]}).decode()
 
     def _verdict(self, batch: Batch, c: dict[str, Any], reply: Any) -> None:
