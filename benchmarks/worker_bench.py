@@ -85,6 +85,15 @@ def server_cpu_s() -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def bytes_written() -> int:
+    """Bytes this process has caused to be written to storage so far (its WAL and database pages
+    on SQLite; PostgreSQL writes in its own processes)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    return 0
+
+
 def run(
     worker_loop: Any, teams: list[int], symbol: str, batch: int, commands: int, progress: bool = True
 ) -> dict[str, Any]:
@@ -99,6 +108,7 @@ def run(
     parts = {"decide": 0.0, "commit": 0.0, "publish": 0.0}
     sent = 0
     server_before = server_cpu_s()
+    written_before = bytes_written()
     for round_no in range(rounds):
         for _ in range(batch):
             team = teams[sent % TEAMS]
@@ -133,6 +143,7 @@ def run(
     if progress:
         print("\r" + " " * 30 + "\r", end="", file=sys.stderr)
     server = server_cpu_s() - server_before
+    written = bytes_written() - written_before
     taken = cpu - sum(parts.values())
     per = {part: round(1000 * seconds / sent, 4) for part, seconds in parts.items()}
     return {
@@ -142,6 +153,7 @@ def run(
         **{f"{part}_ms": value for part, value in per.items()},
         "take_ms": round(1000 * taken / sent, 4),
         "database_server_ms": round(1000 * server / sent, 4),
+        "bytes_written_per_command": round(written / sent),
     }
 
 
@@ -183,6 +195,7 @@ def measure(args: argparse.Namespace, worker_loop: Any, teams: list[int]) -> Non
             f"(decide {result['decide_ms']:.3f}, commit {result['commit_ms']:.3f}, "
             f"publish {result['publish_ms']:.3f}, take {result['take_ms']:.3f})"
             + (f"; PostgreSQL server {result['database_server_ms']:.3f}" if backend == "postgresql" else "")
+            + f"; {result['bytes_written_per_command']:,} bytes written per command"
         )
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"worker-{backend}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
