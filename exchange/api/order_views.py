@@ -11,13 +11,15 @@ URLconf serves the same functions to everything else (the test client, ``runserv
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
 from django.conf import settings
 
+from accounts.keycache import KeyOwner
 from exchange import clock, wire
 from exchange.api.order_input import OrderFormError, order_request, parse_body, printable
 from exchange.codes import RejectCode
@@ -37,19 +39,44 @@ def _reply(status: int, body: Any, retry_after: int | None = None) -> Reply:
     return status, orjson.dumps(body), headers
 
 
-def _refused(error: AuthRefused) -> Reply:
-    return _reply(error.status, error_body(error.code, error.message), error.retry_after_s)
+class Answered(Exception):
+    """A route's reply decided before its own work (see ``_owner``)."""
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
 
 
+def answers(view: Callable[..., Awaitable[Reply]]) -> Callable[..., Awaitable[Reply]]:
+    @functools.wraps(view)
+    async def route(*args: Any) -> Reply:
+        try:
+            return await view(*args)
+        except Answered as answered:
+            return answered.reply
+
+    return route
+
+
+async def _owner(headers: Mapping[str, str], address: str | None, unavailable: Callable[[Refused], Any]) -> KeyOwner:
+    """The key's team, or ``Answered``: 401/403 in the error envelope, 503 (the key directory is
+    out of reach) in the route's own shape, which ``unavailable`` builds."""
+    try:
+        return await gateway().owner(headers.get("x-api-key"), address)
+    except AuthRefused as error:
+        raise Answered(_reply(error.status, error_body(error.code, error.message), error.retry_after_s)) from None
+    except Refused as refused:
+        raise Answered(_reply(503, unavailable(refused), 1)) from None
+
+
+@answers
 async def submit(headers: Mapping[str, str], body: bytes, address: str | None) -> Reply:
     """``POST /orders``: always the order-reply shape, except 401/403 (the error envelope)."""
     stamp = clock.iso(clock.now())
-    try:
-        owner = await gateway().owner(headers.get("x-api-key"), address)
-    except AuthRefused as error:
-        return _refused(error)
-    except Refused as refused:
-        return _reply(503, wire.refused_order_reply(stamp, refused.code, refused.message, details=refused.details), 1)
+    owner = await _owner(
+        headers,
+        address,
+        lambda refused: wire.refused_order_reply(stamp, refused.code, refused.message, details=refused.details),
+    )
     if gateway().overloaded():
         message = "this web process is at capacity; the order was not taken, retry shortly"
         return _reply(
@@ -103,15 +130,13 @@ async def submit(headers: Mapping[str, str], body: bytes, address: str | None) -
     return _reply(200, verdict)
 
 
+@answers
 async def cancel_one(headers: Mapping[str, str], order_id: str, address: str | None) -> Reply:
     """``DELETE /orders/{id}``: the cancel-reply shape, except 401/403."""
     stamp = clock.iso(clock.now())
-    try:
-        owner = await gateway().owner(headers.get("x-api-key"), address)
-    except AuthRefused as error:
-        return _refused(error)
-    except Refused as refused:
-        return _reply(503, _cancel_refused(order_id, stamp, refused.code, refused.message), 1)
+    owner = await _owner(
+        headers, address, lambda refused: _cancel_refused(order_id, stamp, refused.code, refused.message)
+    )
     match = ORDER_ID.match(order_id)
     if match is None:
         return _reply(404, _cancel_refused(order_id, stamp, RejectCode.ORDER_NOT_FOUND, "no such order"))
@@ -135,14 +160,10 @@ def _cancel_refused(order_id: str, stamp: str, code: str, message: str) -> wire.
     return wire.cancel_reply(order_id[:64], stamp, "rejected", error_code=code, error_message=message)
 
 
+@answers
 async def cancel_all(headers: Mapping[str, str], query: Mapping[str, str], address: str | None) -> Reply:
     """``DELETE /orders[?instrument_id=]``: ``{"results": [...]}``; its own errors in the envelope."""
-    try:
-        owner = await gateway().owner(headers.get("x-api-key"), address)
-    except AuthRefused as error:
-        return _refused(error)
-    except Refused as refused:
-        return _reply(503, error_body(refused.code, refused.message, refused.details), 1)
+    owner = await _owner(headers, address, lambda refused: error_body(refused.code, refused.message, refused.details))
     instrument = query.get("instrument_id") or None
     if instrument is not None and (len(instrument) > 64 or not printable(instrument)):
         return _reply(400, error_body("INVALID_FILTER", "instrument_id must be 1 to 64 printable characters"))

@@ -569,11 +569,12 @@ class MatchingWorker:
                 setattr(policy, name, new)
                 changes[name] = [str(old), str(new)]
         if changes:
-            values = {name: getattr(policy, name) for name in changes}
+            policy_row = {name: getattr(policy, name) for name in Policy.FIELDS}
             role, who = policy.role, str(c.get("by") or "operator")
 
             def write() -> None:
-                RolePolicy.objects.filter(role=role).update(**values)
+                # The whole policy (the worker's view of it), so a row lost since the start is whole again.
+                RolePolicy.objects.update_or_create(role=role, defaults=policy_row)
                 RoleChange.objects.bulk_create(
                     RoleChange(role=role, field=name, old=old, new=new, changed_by=who, changed_at=batch.now)
                     for name, (old, new) in changes.items()

@@ -19,8 +19,7 @@ from django.db import transaction
 from accounts.models import Role, Team
 from exchange.matching.queue import Refused, operator_command
 from exchange.matching.state import Policy
-from exchange.models import Game, Instrument, Phase, RolePolicy
-from exchange.policies import DEFAULTS
+from exchange.models import Game, Instrument, Phase
 
 PHASE_EFFECTS = {
     Phase.CLOSED: "new orders and cancels are refused with MARKET_CLOSED",
@@ -229,13 +228,8 @@ def role_set(role: str, changed_by: str, **values: Any) -> RoleUpdate:
             changes[name] = str(int(value))
     if not changes:
         raise OperatorError("name at least one setting to change")
-    RolePolicy.objects.get_or_create(role=role, defaults=_role_defaults(role))
     result = _command("role", role=role, changes=changes, by=changed_by)
     return RoleUpdate(role=role, changes={k: (v[0], v[1]) for k, v in result["changes"].items()})
-
-
-def _role_defaults(role: str) -> dict[str, Any]:
-    return dict(DEFAULTS[role])
 
 
 # --- teams and instruments changed outside the queue (admin, registration) ----------------------
