@@ -261,9 +261,15 @@ def caveats(
     overload: Sequence[dict[str, Any] | None],
     open_rate: float = OPEN_RATE,
     overload_rate: float | None = None,
+    machine: dict[str, Any] | None = None,
 ) -> list[str]:
     """What makes the verdict less trustworthy than it looks, in plain words."""
     notes = []
+    if machine and machine["slow_share"] > 0.01:
+        notes.append(f"with nothing else running, the machine's CPU was unsteady: {machine['slow_rounds']} times in "
+                     f"{machine['seconds']:g} s a fixed {machine['round_ms_median']:.1f} ms task took 5× as long or more "
+                     f"(slowest {machine['slowest_round_ms']:.0f} ms); every process stalls in such moments, and the "
+                     "top percentiles of latency show them")
     everything = [r for r in (*closed, *open_runs, *overload) if r is not None]
     others = [v for v in _each(everything, lambda r: r["machine_cpu_others_pct"]) if v is not None]
     if others and max(others) > 10:

@@ -46,6 +46,7 @@ from bench_report import (  # noqa: E402
     plain_table,
     rows_for_suite,
 )
+from machine_probe import describe, steadiness  # noqa: E402
 
 STARTUP_GUESS_S = 25.0  # migrate, start, register, invariants, stop: the part of a run around the load
 
@@ -174,6 +175,10 @@ def main() -> None:
           f"{args.warmup:g} s warm-up + {args.duration:g} s per run; {args.runs} closed loop, {args.runs} open loop "
           f"at {args.rate:,.0f}/s, up to {args.overload_runs} at 2× the closed loop", flush=True)
 
+    print("\nthe machine alone, 10 s: ", end="", flush=True)
+    machine_probe = steadiness(10.0)
+    print(describe(machine_probe), flush=True)
+
     closed: list[dict[str, Any] | None] = []
     for i in range(args.runs):
         closed.append(run_load(args, plan, f"closed loop {i + 1}/{args.runs}", "closed",
@@ -209,7 +214,7 @@ def main() -> None:
     print_table(rows, title)
     judged = [row for row in rows if row.met in ("yes", "no")]
     met = sum(row.met == "yes" for row in judged)
-    notes = caveats(usable(closed), usable(open_runs), usable(overload), args.rate, overload_rate)
+    notes = caveats(usable(closed), usable(open_runs), usable(overload), args.rate, overload_rate, machine_probe)
     for note in notes:
         print(f"note: {note}")
     print(f"\n{met} of {len(judged)} targets met; whole suite took {clock(plan.elapsed())}"
@@ -218,7 +223,7 @@ def main() -> None:
         "backend": backend,
         "redis": redis_kind,
         "database_url_set": bool(os.environ.get("DATABASE_URL")),
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "steadiness": machine_probe},
         "started": started_at.isoformat(timespec="seconds"),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "settings": {"runs": args.runs, "pairs": args.pairs, "warmup_s": args.warmup, "duration_s": args.duration,

@@ -172,3 +172,18 @@ def test_caveats_name_what_spoils_the_numbers() -> None:
     unlifted = dict(load_result(1300), limits_lifted_by="NOT LIFTED: set_role failed (timeout)")
     assert any("set_role failed" in note for note in report.caveats([unlifted], [], []))
     assert report.caveats([load_result(1300)], [load_result(800)], [load_result(2600)], overload_rate=2600.0) == []
+
+
+def test_an_unsteady_machine_is_named_and_a_steady_one_is_not() -> None:
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "machine_probe.py"
+    spec = importlib.util.spec_from_file_location("machine_probe", path)
+    assert spec is not None and spec.loader is not None
+    machine_probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(machine_probe)
+    probe = machine_probe.steadiness(0.2)
+    assert probe["rounds"] > 10 and probe["round_ms_median"] > 0
+    runs = ([load_result(1300)], [load_result(800)], [load_result(2600)])
+    unsteady = dict(probe, slow_rounds=20, slow_share=0.05, slowest_round_ms=30.0)
+    steady = dict(probe, slow_rounds=0, slow_share=0.0)
+    assert any("unsteady" in note for note in report.caveats(*runs, overload_rate=2600.0, machine=unsteady))
+    assert report.caveats(*runs, overload_rate=2600.0, machine=steady) == []
