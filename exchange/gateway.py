@@ -54,6 +54,7 @@ class Gateway:
         self.queued: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
         self.waiting: dict[int, asyncio.Future[Any]] = {}
         self.early: dict[int, tuple[Any, float]] = {}  # verdicts that beat their request's own reply
+        self.in_flight = 0  # commands between the view and their verdict, in this process
         self.keys = KeyCache()
         self.cleared: dict[str | None, float] = {}  # address -> when it was last seen unrefused
         self.rates: dict[str, int] = {}
@@ -146,6 +147,24 @@ class Gateway:
         started = time.monotonic()
         if not redis_on_request_path.allows():
             raise queue.unavailable()
+        limit = settings.EXCHANGE_WEB_MAX_IN_FLIGHT
+        if limit and self.in_flight >= limit:
+            raise queue.Refused(
+                503,
+                "MATCHING_UNAVAILABLE",
+                f"this web process has {self.in_flight} commands waiting for their verdicts; retry shortly",
+                1,
+                {"component": "web"},
+            )
+        self.in_flight += 1
+        try:
+            return await self._command(owner, command, limited, timeout_s, started)
+        finally:
+            self.in_flight -= 1
+
+    async def _command(
+        self, owner: KeyOwner, command: dict[str, Any], limited: bool, timeout_s: float, started: float
+    ) -> Any:
         try:
             await self._listen()
             limit = await self.rate_limit(owner.role) if limited else 0

@@ -200,6 +200,9 @@ EXCHANGE_WORKER_STALL_S = float(os.environ.get("EXCHANGE_WORKER_STALL_S", "2"))
 # rather than wait behind the ones it is already serving. Off (0) by default: a process busy
 # with a burst of WebSocket handshakes runs late too, and would refuse orders it could serve.
 EXCHANGE_WEB_MAX_LAG_S = float(os.environ.get("EXCHANGE_WEB_MAX_LAG_S", "0"))
+# A web process refuses new commands (503) while this many of its own wait for verdicts (0: no
+# limit): past its CPU, it reads requests faster than it can finish them.
+EXCHANGE_WEB_MAX_IN_FLIGHT = int(os.environ.get("EXCHANGE_WEB_MAX_IN_FLIGHT", "128"))
 # How often each web process re-checks the keys of its open WebSocket connections (revoked keys,
 # disabled teams); at least 0.05 s.
 EXCHANGE_WS_KEY_RECHECK_S = float(os.environ.get("EXCHANGE_WS_KEY_RECHECK_S", "2"))

@@ -1,13 +1,17 @@
-"""A web process refuses new orders while its event loop runs late, when an operator sets the limit."""
+"""A web process refuses new orders when it is past its CPU: its event loop runs late (when an operator
+sets that limit), or too many of its commands wait for verdicts."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
+import pytest
 from pytest_django.fixtures import Settings
 
+from accounts.keycache import KeyOwner
 from exchange.gateway import Gateway
+from exchange.matching.queue import Refused
 
 
 async def test_a_late_event_loop_counts_as_overloaded_only_with_a_limit_set(settings: Settings) -> None:
@@ -24,3 +28,31 @@ async def test_a_late_event_loop_counts_as_overloaded_only_with_a_limit_set(sett
     finally:
         if gateway.lag_watch is not None:
             gateway.lag_watch.cancel()
+
+
+async def test_a_web_process_refuses_commands_past_its_in_flight_limit(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.EXCHANGE_WEB_MAX_IN_FLIGHT = 2
+    gateway = Gateway()
+    release = asyncio.Event()
+
+    async def slow_verdict(*args: object) -> dict[str, str]:
+        await release.wait()
+        return {"status": "accepted"}
+
+    monkeypatch.setattr(gateway, "_command", slow_verdict)
+    owner = KeyOwner(team_pk=1, role="market_maker", active=True, created_us=0)
+    waiting = [asyncio.create_task(gateway.command(owner, {"k": "s"}, True, 1.0)) for _ in range(2)]
+    await asyncio.sleep(0)
+    with pytest.raises(Refused) as refused:
+        await gateway.command(owner, {"k": "s"}, True, 1.0)
+    assert (refused.value.status, refused.value.code, refused.value.details) == (
+        503,
+        "MATCHING_UNAVAILABLE",
+        {"component": "web"},
+    )
+    release.set()
+    assert [await task for task in waiting] == [{"status": "accepted"}] * 2
+    assert gateway.in_flight == 0
+    assert await gateway.command(owner, {"k": "s"}, True, 1.0) == {"status": "accepted"}
