@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 RATES_TTL_S = 1.0
 LAG_TICK_S = 0.005
 EARLY_KEEP_S = 10.0
+LISTEN_POLL_S = 0.05  # how often a command waiting for the verdict channel checks that the listener still tries
 
 
 class AuthRefused(Exception):
@@ -61,6 +62,7 @@ class Gateway:
         self.rates_read_at = -RATES_TTL_S
         self.listening: asyncio.Event = asyncio.Event()
         self.listener: asyncio.Task[None] | None = None
+        self.listen_failed = False  # the listener's last subscription attempt failed
         self.lag_s = 0.0  # how late the event loop ran a timer, lately (exchange.gateway.LAG_TICK_S)
         self.lag_watch: asyncio.Task[None] | None = None
 
@@ -255,12 +257,22 @@ class Gateway:
             self.lag_s = late if late > self.lag_s else (self.lag_s + late) / 2
 
     async def _listen(self) -> None:
+        """The verdict channel is subscribed before a command is sent (a verdict published before
+        would be lost). While the listener cannot subscribe (Redis is away), fail at once: the
+        caller answers 503 rather than wait out the subscription's own timeout."""
         if self.listener is None or self.listener.done():
             self.listening.clear()
+            self.listen_failed = False
             self.listener = asyncio.get_running_loop().create_task(self._receive(), name="verdicts")
-        if not self.listening.is_set():
-            async with asyncio.timeout(2):
-                await self.listening.wait()
+        if self.listening.is_set():
+            return
+        async with asyncio.timeout(2):
+            while not self.listening.is_set():
+                if self.listen_failed or self.listener.done():
+                    raise redis.ConnectionError("the verdict channel is not subscribed")
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(LISTEN_POLL_S):
+                        await self.listening.wait()
 
     async def _receive(self) -> None:
         while True:
@@ -270,6 +282,7 @@ class Gateway:
                 async with asyncio.timeout(2):  # the subscription is in place before any command is sent
                     while (await pubsub.get_message(timeout=1)) is None:
                         pass
+                self.listen_failed = False
                 self.listening.set()
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
@@ -284,6 +297,8 @@ class Gateway:
                     exc_info=self.listening.is_set(),
                 )
                 self.listening.clear()
+                self.listen_failed = True
+                redis_on_request_path.trip()
                 await asyncio.sleep(0.2)
             finally:
                 with contextlib.suppress(Exception):

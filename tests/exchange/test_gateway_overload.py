@@ -7,11 +7,13 @@ import asyncio
 import time
 
 import pytest
+import redis
 from pytest_django.fixtures import Settings
 
 from accounts.keycache import KeyOwner
 from exchange.gateway import Gateway
 from exchange.matching.queue import Refused
+from infra.redis_breaker import redis_on_request_path
 
 
 async def test_a_late_event_loop_counts_as_overloaded_only_with_a_limit_set(settings: Settings) -> None:
@@ -56,3 +58,29 @@ async def test_a_web_process_refuses_commands_past_its_in_flight_limit(
     assert [await task for task in waiting] == [{"status": "accepted"}] * 2
     assert gateway.in_flight == 0
     assert await gateway.command(owner, {"k": "s"}, True, 1.0) == {"status": "accepted"}
+
+
+async def test_a_command_fails_at_once_while_the_verdict_channel_cannot_subscribe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gateway = Gateway()
+
+    class Unreachable:
+        async def subscribe(self, *channels: str) -> None:
+            raise redis.ConnectionError("Redis is away")
+
+        async def aclose(self) -> None:
+            pass
+
+    monkeypatch.setattr(gateway.client, "pubsub", Unreachable)
+    owner = KeyOwner(team_pk=1, role="market_maker", active=True, created_us=0)
+    started = time.monotonic()
+    try:
+        with pytest.raises(Refused) as refused:
+            await gateway.command(owner, {"k": "s"}, False, 2.0)
+    finally:
+        redis_on_request_path.reset()
+        if gateway.listener is not None:
+            gateway.listener.cancel()
+    assert refused.value.status == 503
+    assert time.monotonic() - started < 0.5  # not the subscription's own 2 s
