@@ -85,6 +85,7 @@ def _insert(model: type[models.Model], columns: Sequence[str]) -> str:
     return f"INSERT INTO {quote(model._meta.db_table)} ({names}) VALUES ({marks})"
 
 
+@functools.cache
 def _upsert(model: type[models.Model], columns: Sequence[str], key: str) -> str:
     """Insert, or update the row with the same ``key`` (both SQLite and PostgreSQL read this)."""
     quote = connection.ops.quote_name
