@@ -195,7 +195,7 @@ def measure(args: argparse.Namespace, worker_loop: Any, teams: list[int]) -> Non
             f"(decide {result['decide_ms']:.3f}, commit {result['commit_ms']:.3f}, "
             f"publish {result['publish_ms']:.3f}, take {result['take_ms']:.3f})"
             + (f"; PostgreSQL server {result['database_server_ms']:.3f}" if backend == "postgresql" else "")
-            + f"; {result['bytes_written_per_command']:,} bytes written per command"
+            + (f"; {result['bytes_written_per_command']:,} bytes written per command" if backend == "sqlite" else "")
         )
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"worker-{backend}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
