@@ -71,17 +71,21 @@ redis.call('RPUSH', KEYS[1], id .. ' ' .. ARGV[1])
 return {1, id}
 """
 
-# KEYS: queue, inflight.  ARGV: at most this many.  Moves them to in-flight and returns them.
-TAKE = """
-local n = tonumber(ARGV[1])
-if n < 1 then return {} end
-local items = redis.call('LRANGE', KEYS[1], 0, n - 1)
-if #items > 0 then
-  redis.call('LTRIM', KEYS[1], #items, -1)
-  redis.call('RPUSH', KEYS[2], unpack(items))
+# Moves at most n commands from the head of the queue to the in-flight list and returns them.
+_TAKE_FUNCTION = """
+local function take(queue, inflight, n)
+  if n < 1 then return {} end
+  local items = redis.call('LRANGE', queue, 0, n - 1)
+  if #items > 0 then
+    redis.call('LTRIM', queue, #items, -1)
+    redis.call('RPUSH', inflight, unpack(items))
+  end
+  return items
 end
-return items
 """
+
+# KEYS: queue, inflight.  ARGV: at most this many.
+TAKE = _TAKE_FUNCTION + "return take(KEYS[1], KEYS[2], tonumber(ARGV[1]))"
 
 # The worker's "I am deciding" mark, in Redis time (health and the web processes read its age).
 _MARK_FUNCTION = """
@@ -108,19 +112,12 @@ return redis.call('EXISTS', KEYS[2])
 # then channel, payload, channel, payload...  Returns {counter exists (0|1), the taken commands}.
 FINISH = (
     _MARK_FUNCTION
+    + _TAKE_FUNCTION
     + """
 for i = 4, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end
 if ARGV[1] == '1' then redis.call('DEL', KEYS[1]) end
 mark(KEYS[2], ARGV[2])
-local items = {}
-local n = tonumber(ARGV[3])
-if n > 0 then
-  items = redis.call('LRANGE', KEYS[4], 0, n - 1)
-  if #items > 0 then
-    redis.call('LTRIM', KEYS[4], #items, -1)
-    redis.call('RPUSH', KEYS[1], unpack(items))
-  end
-end
+local items = take(KEYS[4], KEYS[1], tonumber(ARGV[3]))
 return {redis.call('EXISTS', KEYS[3]), items}
 """
 )
