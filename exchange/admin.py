@@ -52,6 +52,27 @@ def report_halts(modeladmin: admin.ModelAdmin, request: HttpRequest, changes: li
         report(modeladmin, request, change.summary())
 
 
+class HaltActions:
+    """Halt and resume actions for the objects of one admin page; ``halts`` names the keyword the
+    operator services take such an object by (``instrument`` or ``team``)."""
+
+    ACTIONS = ["halt_cancel_resting", "halt_keep_resting", "resume_trading"]
+    halts: str
+
+    @admin.action(description="Halt (cancel resting orders)", permissions=["change"])
+    def halt_cancel_resting(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        report_halts(self, request, [halt(**{self.halts: o}, cancel_resting=True) for o in queryset])
+
+    @admin.action(description="Halt (keep resting orders)", permissions=["change"])
+    def halt_keep_resting(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        report_halts(self, request, [halt(**{self.halts: o}, cancel_resting=False) for o in queryset])
+
+    @admin.action(description="Resume", permissions=["change"])
+    def resume_trading(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        report_halts(self, request, [resume(**{self.halts: o}) for o in queryset])
+
+
+
 def _set_phase_action(phase: Phase) -> AdminAction:
     def action(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Game]) -> None:
         report(modeladmin, request, game_set_phase(phase).summary())
@@ -138,7 +159,7 @@ class RolePolicyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Instrument)
-class InstrumentAdmin(admin.ModelAdmin):
+class InstrumentAdmin(HaltActions, admin.ModelAdmin):
     list_display = (
         "symbol",
         "underlying",
@@ -153,19 +174,8 @@ class InstrumentAdmin(admin.ModelAdmin):
     list_filter = ("underlying", "option_type", "listed", "halted")
     search_fields = ("symbol",)
     readonly_fields = ("halted",)  # halts go through the actions, so bots hear of them
-    actions = ["halt_cancel_resting", "halt_keep_resting", "resume_trading"]
-
-    @admin.action(description="Halt (cancel resting orders)", permissions=["change"])
-    def halt_cancel_resting(self, request: HttpRequest, queryset: QuerySet[Instrument]) -> None:
-        report_halts(self, request, [halt(instrument=i, cancel_resting=True) for i in queryset])
-
-    @admin.action(description="Halt (keep resting orders)", permissions=["change"])
-    def halt_keep_resting(self, request: HttpRequest, queryset: QuerySet[Instrument]) -> None:
-        report_halts(self, request, [halt(instrument=i, cancel_resting=False) for i in queryset])
-
-    @admin.action(description="Resume", permissions=["change"])
-    def resume_trading(self, request: HttpRequest, queryset: QuerySet[Instrument]) -> None:
-        report_halts(self, request, [resume(instrument=i) for i in queryset])
+    actions = HaltActions.ACTIONS
+    halts = "instrument"
 
 
 # The team pages are the accounts app's; halting a team is the exchange's, so its actions are added here.
@@ -173,20 +183,9 @@ admin.site.unregister(Team)
 
 
 @admin.register(Team)
-class TeamAdmin(accounts_admin.TeamAdmin):
-    actions = [*accounts_admin.TeamAdmin.actions, "halt_cancel_resting", "halt_keep_resting", "resume_trading"]
-
-    @admin.action(description="Halt (cancel resting orders)", permissions=["change"])
-    def halt_cancel_resting(self, request: HttpRequest, queryset: QuerySet[Team]) -> None:
-        report_halts(self, request, [halt(team=team, cancel_resting=True) for team in queryset])
-
-    @admin.action(description="Halt (keep resting orders)", permissions=["change"])
-    def halt_keep_resting(self, request: HttpRequest, queryset: QuerySet[Team]) -> None:
-        report_halts(self, request, [halt(team=team, cancel_resting=False) for team in queryset])
-
-    @admin.action(description="Resume", permissions=["change"])
-    def resume_trading(self, request: HttpRequest, queryset: QuerySet[Team]) -> None:
-        report_halts(self, request, [resume(team=team) for team in queryset])
+class TeamAdmin(HaltActions, accounts_admin.TeamAdmin):
+    actions = [*accounts_admin.TeamAdmin.actions, *HaltActions.ACTIONS]
+    halts = "team"
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
