@@ -297,8 +297,7 @@ class Gateway:
                     exc_info=self.listening.is_set(),
                 )
                 self.listening.clear()
-                self.listen_failed = True
-                redis_on_request_path.trip()
+                self.listen_failed = True  # commands fail at once, and trip the breaker themselves
                 await asyncio.sleep(0.2)
             finally:
                 with contextlib.suppress(Exception):
