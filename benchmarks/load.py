@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import secrets
@@ -238,7 +239,10 @@ async def send_order(conn: HttpConnection, team: Team, tally: Tally, scheduled: 
     """POST one order; returns the HTTP status (0: no reply within ``timeout`` of ``scheduled``,
     or the connection failed)."""
     body = b'{"instrument_id": "%s", "order_type": "limit", "side": "%s", "quantity": 1, "price": %s}' % (
-        INSTRUMENT.encode(), team.side.encode(), repr(PRICE).encode())
+        INSTRUMENT.encode(),
+        team.side.encode(),
+        repr(PRICE).encode(),
+    )
     window = tally.in_window(scheduled)
     status, kind, reply = 0, "", {}
     try:
@@ -290,8 +294,10 @@ class Progress:
         else:
             phase, done = "measuring  ", min(1.0, (now - tally.window_start) / self.duration)
         bar = "#" * int(done * 30)
-        line = (f"[{bar:<30}] {done:4.0%} {phase}  accepted {len(tally.sent_at):>7}  acks {len(tally.acked_at):>7}"
-                f"  fills {len(tally.reports):>7}  replies {len(tally.replies):>7}")
+        line = (
+            f"[{bar:<30}] {done:4.0%} {phase}  accepted {len(tally.sent_at):>7}  acks {len(tally.acked_at):>7}"
+            f"  fills {len(tally.reports):>7}  replies {len(tally.replies):>7}"
+        )
         if line == self.last_text and not self.tty:
             return
         self.last_text = line
@@ -353,7 +359,9 @@ async def run_load(
     assert main_task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     readiness = [asyncio.Event() for _ in teams]
-    listeners = [asyncio.create_task(listen(team, ws_url, tally, ready)) for team, ready in zip(teams, readiness, strict=True)]
+    listeners = [
+        asyncio.create_task(listen(team, ws_url, tally, ready)) for team, ready in zip(teams, readiness, strict=True)
+    ]
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(15):
             await asyncio.gather(*(ready.wait() for ready in readiness))
@@ -541,7 +549,9 @@ def recreate_postgres(url: str) -> None:
 
     name = urlparse(url).path.lstrip("/")
     if "bench" not in name:
-        sys.exit(f"the benchmark drops and recreates its database: name it for benchmarks (e.g. itg_bench), not {name!r}")
+        sys.exit(
+            f"the benchmark drops and recreates its database: name it for benchmarks (e.g. itg_bench), not {name!r}"
+        )
     with psycopg.connect(urlparse(url)._replace(path="/postgres").geturl(), autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.execute(f'CREATE DATABASE "{name}"')
@@ -561,8 +571,18 @@ def lift_limits_directly() -> None:
 
 def set_role(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """The operator command, as an operator would run it against the running stack."""
-    command = [sys.executable, "manage.py", "set_role", ROLE, "--orders-per-second", "0",
-               "--position-limit", str(LIMIT), "--portfolio-limit", str(LIMIT)]
+    command = [
+        sys.executable,
+        "manage.py",
+        "set_role",
+        ROLE,
+        "--orders-per-second",
+        "0",
+        "--position-limit",
+        str(LIMIT),
+        "--portfolio-limit",
+        str(LIMIT),
+    ]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -570,8 +590,14 @@ def check_invariants(env: dict[str, str]) -> tuple[bool, bool | None, list[str]]
     """``manage.py check_invariants`` against the running stack: (invariants 1–4 hold, the
     worker's books equal the database or None if unknown, the command's output)."""
     try:
-        done = subprocess.run([sys.executable, "manage.py", "check_invariants", "--timeout", "30"], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "manage.py", "check_invariants", "--timeout", "30"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     except subprocess.TimeoutExpired:
         return False, None, ["check_invariants did not finish within 300 s"]
     lines = (done.stdout + done.stderr).splitlines()
@@ -591,10 +617,16 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=512, help="open loop: at most this many HTTP connections")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load before the measured window")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds of the measured window")
-    parser.add_argument("--grace", type=float, default=10.0,
-                        help="after the load, stop waiting for late acks and fills once none came for this long")
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        help="after the load, stop waiting for late acks and fills once none came for this long",
+    )
     parser.add_argument("--drain-max", type=float, default=120.0, help="after the load, wait at most this long")
-    parser.add_argument("--reply-timeout", type=float, default=10.0, help="seconds after which a request counts as unanswered")
+    parser.add_argument(
+        "--reply-timeout", type=float, default=10.0, help="seconds after which a request counts as unanswered"
+    )
     parser.add_argument("--out", type=Path)
     parser.add_argument("--quiet", action="store_true", help="print a one-line summary instead of the JSON")
     args = parser.parse_args()
@@ -608,9 +640,14 @@ def main() -> None:
     # Production settings: DEBUG off (no query log, no debug pages), a throwaway secret.
     # Its own channel-layer prefix: Redis pub/sub channels span every database of a server, so a
     # shared Redis would otherwise mix in the frames of other stacks' groups of the same names.
-    env = {"ITG_VAR_DIR": str(var), "ITG_INSTANCE": "bench", "LOG_LEVEL": "WARNING", "DEBUG": "0",
-           "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(48),
-           "ITG_CHANNEL_PREFIX": f"itgbench{os.getpid()}"}
+    env = {
+        "ITG_VAR_DIR": str(var),
+        "ITG_INSTANCE": "bench",
+        "LOG_LEVEL": "WARNING",
+        "DEBUG": "0",
+        "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(48),
+        "ITG_CHANNEL_PREFIX": f"itgbench{os.getpid()}",
+    }
     if backend == "sqlite":
         db_file = var / "bench.sqlite3"
         for suffix in ("", "-wal", "-shm"):
@@ -620,8 +657,11 @@ def main() -> None:
         recreate_postgres(os.environ["DATABASE_URL"])
     has_set_role = prepare_database(env)
     if not has_set_role:
-        print("warning: manage.py set_role does not exist; lifting the role's limits in the database before the "
-              "stack starts", file=sys.stderr)
+        print(
+            "warning: manage.py set_role does not exist; lifting the role's limits in the database before the "
+            "stack starts",
+            file=sys.stderr,
+        )
         lift_limits_directly()
     from django.conf import settings
     from django.db import connections
@@ -630,8 +670,10 @@ def main() -> None:
 
     connections.close_all()
     stack = ProcfileStack(Path(tempfile.mkdtemp(prefix="itg-bench-")), dict(env, REDIS_URL=settings.REDIS_URL))
-    print(f"backend: {backend} + {redis_kind} redis ({settings.REDIS_URL}); server logs in {stack.log_dir}",
-          file=sys.stderr)
+    print(
+        f"backend: {backend} + {redis_kind} redis ({settings.REDIS_URL}); server logs in {stack.log_dir}",
+        file=sys.stderr,
+    )
     limits_via = "manage.py set_role" if has_set_role else "direct RolePolicy update (set_role missing)"
     teams: list[Team] = []
     tally = Tally()
@@ -643,15 +685,20 @@ def main() -> None:
         if has_set_role:
             done = set_role(stack.env)
             if done.returncode != 0 and "Unknown command" in done.stdout + done.stderr:
-                print("warning: manage.py set_role is unknown to the stack; lifting the limits in the database",
-                      file=sys.stderr)
+                print(
+                    "warning: manage.py set_role is unknown to the stack; lifting the limits in the database",
+                    file=sys.stderr,
+                )
                 lift_limits_directly()
                 limits_via = "direct RolePolicy update after start (set_role unknown)"
             elif done.returncode == 0:
                 time.sleep(1.5)  # the web processes pick up rate limits within a second
             else:  # the limits may still bind: the replies will show it (429 and position rejects)
-                print(f"warning: manage.py set_role failed; the role's limits may not be lifted:\n{done.stdout}"
-                      f"{done.stderr}", file=sys.stderr)
+                print(
+                    f"warning: manage.py set_role failed; the role's limits may not be lifted:\n{done.stdout}"
+                    f"{done.stderr}",
+                    file=sys.stderr,
+                )
                 limits_via = f"NOT LIFTED: set_role failed ({done.stderr.strip()[-300:]})"
         stamp = int(time.time())
         teams = [
@@ -669,9 +716,17 @@ def main() -> None:
             import uvloop
 
             own_loop = uvloop.new_event_loop
-        with asyncio.Runner(loop_factory=own_loop) as runner:
-            extra = runner.run(run_load(args, stack.base_url, stack.ws_url, teams, tally, meter))
-            loop_kind = type(runner.get_loop()).__module__.split(".")[0]
+        # The generator's own collector stays off while it loads: a full collection of what it
+        # has recorded (hundreds of thousands of replies and frames) would stall it for tens of
+        # milliseconds, and every order in flight would look that much slower.
+        gc.collect()
+        gc.disable()
+        try:
+            with asyncio.Runner(loop_factory=own_loop) as runner:
+                extra = runner.run(run_load(args, stack.base_url, stack.ws_url, teams, tally, meter))
+                loop_kind = type(runner.get_loop()).__module__.split(".")[0]
+        finally:
+            gc.enable()
         signal.signal(signal.SIGTERM, interrupted)  # the loop's own handler is gone with it
         invariants_ok, books_ok, invariants = check_invariants(stack.env)
     finally:
@@ -712,11 +767,17 @@ def main() -> None:
         "limits_lifted_by": limits_via,
         "offered_orders_per_s": round(len(replies_in_window) / window, 1) if window else None,
         "accepted_orders_per_s": round(accepted / window, 1) if window else None,
-        "fills_per_s": round(sum(1 for _, o, _, _ in tally.reports if tally.in_window(tally.sent_at.get(o, -1.0)))
-                             / window, 1) if window else None,
+        "fills_per_s": round(
+            sum(1 for _, o, _, _ in tally.reports if tally.in_window(tally.sent_at.get(o, -1.0))) / window, 1
+        )
+        if window
+        else None,
         "replies": dict(tally.reply_kinds),
         "warmup_replies": dict(tally.warmup_kinds),
-        "refused": {"count": refused, "share": round(refused / len(replies_in_window), 4) if replies_in_window else None},
+        "refused": {
+            "count": refused,
+            "share": round(refused / len(replies_in_window), 4) if replies_in_window else None,
+        },
         "no_reply": no_reply,
         "other_failures": sum(1 for r in replies_in_window if not r[3] and r[2] not in REFUSED_STATUSES),
         "max_reply_ms": round(max(r[1] for r in replies_in_window) * 1000, 3) if replies_in_window else None,
@@ -724,7 +785,9 @@ def main() -> None:
         "accepted_total": len(all_accepted),
         "missing_after_grace": {
             "acks": len(all_accepted - tally.acked_at.keys()),
-            "acks_in_window": sum(1 for o, at in tally.sent_at.items() if tally.in_window(at) and o not in tally.acked_at),
+            "acks_in_window": sum(
+                1 for o, at in tally.sent_at.items() if tally.in_window(at) and o not in tally.acked_at
+            ),
             "fills": max(0, missing_fills),
             "fills_basis": fills_basis,
         },
@@ -741,7 +804,9 @@ def main() -> None:
         "ws_disconnected_at_s": [round(at - tally.window_start, 2) for at in sorted(tally.disconnected_at)][:50],
         "cpu_s": cpu,
         "cpu_ms_per_order": {name: round(1000 * s / accepted, 3) if accepted else None for name, s in cpu.items()},
-        "cpu_note": "redis and postgresql are whole servers" if redis_kind == "local" or backend == "postgresql" else "",
+        "cpu_note": "redis and postgresql are whole servers"
+        if redis_kind == "local" or backend == "postgresql"
+        else "",
         "machine_cpu_busy_pct": meter.machine_busy_pct(),
         "machine_cpu_others_pct": meter.others_pct(),
         "http_connections": extra.get("http_connections"),
@@ -757,7 +822,9 @@ def main() -> None:
     if args.quiet:
         print(summary(result))
     else:
-        print(json.dumps({k: v for k, v in result.items() if k not in ("pids", "command")}, indent=2, ensure_ascii=False))
+        print(
+            json.dumps({k: v for k, v in result.items() if k not in ("pids", "command")}, indent=2, ensure_ascii=False)
+        )
     print(f"written to {out}")
 
 

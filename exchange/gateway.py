@@ -17,6 +17,7 @@ import socket
 import time
 import uuid
 import weakref
+from collections import OrderedDict
 from typing import Any
 
 import redis
@@ -34,7 +35,7 @@ from infra.redis_clients import ASYNC_TIMEOUT_S, async_client
 log = logging.getLogger(__name__)
 
 RATES_TTL_S = 1.0
-LAG_TICK_S = 0.005
+SHED_MIN_WAITING = 16  # fewer waiting commands are never a reason to refuse (exchange.gateway.Gateway.shedding)
 EARLY_KEEP_S = 10.0
 LISTEN_POLL_S = 0.05  # how often a command waiting for the verdict channel checks that the listener still tries
 
@@ -56,6 +57,8 @@ class Gateway:
         self.waiting: dict[int, asyncio.Future[Any]] = {}
         self.early: dict[int, tuple[Any, float]] = {}  # verdicts that beat their request's own reply
         self.in_flight = 0  # commands between the view and their verdict, in this process
+        self.since: OrderedDict[int, float] = OrderedDict()  # serial -> when each of them came, oldest first
+        self.serial = 0
         self.keys = KeyCache()
         self.cleared: dict[str | None, float] = {}  # address -> when it was last seen unrefused
         self.rates: dict[str, int] = {}
@@ -63,8 +66,6 @@ class Gateway:
         self.listening: asyncio.Event = asyncio.Event()
         self.listener: asyncio.Task[None] | None = None
         self.listen_failed = False  # the listener's last subscription attempt failed
-        self.lag_s = 0.0  # how late the event loop ran a timer, lately (exchange.gateway.LAG_TICK_S)
-        self.lag_watch: asyncio.Task[None] | None = None
 
     # --- authentication: the key cache, Redis on a miss ---------------------------------------------
     async def owner(self, key: str | None, address: str | None) -> KeyOwner:
@@ -159,10 +160,14 @@ class Gateway:
                 {"component": "web"},
             )
         self.in_flight += 1
+        self.serial += 1
+        serial = self.serial
+        self.since[serial] = started
         try:
             return await self._command(owner, command, limited, timeout_s, started)
         finally:
             self.in_flight -= 1
+            del self.since[serial]
 
     async def _command(
         self, owner: KeyOwner, command: dict[str, Any], limited: bool, timeout_s: float, started: float
@@ -239,22 +244,21 @@ class Gateway:
         return results
 
     # --- verdicts: one pub/sub channel per web process -------------------------------------------------
-    def overloaded(self) -> bool:
-        """Whether this process is past its CPU: its event loop runs timers late. New orders are
-        then refused at once (503), so the ones it took are answered in time."""
-        if self.lag_watch is None or self.lag_watch.done():
-            self.lag_watch = asyncio.get_running_loop().create_task(self._watch_lag(), name="loop-lag")
-        limit = settings.EXCHANGE_WEB_MAX_LAG_S
-        return bool(limit) and self.lag_s > limit
-
-    async def _watch_lag(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            started = loop.time()
-            await asyncio.sleep(LAG_TICK_S)
-            late = loop.time() - started - LAG_TICK_S
-            # Rises at once, falls by halves: one quick tick does not end an overload.
-            self.lag_s = late if late > self.lag_s else (self.lag_s + late) / 2
+    def shedding(self) -> bool:
+        """Whether this process is past its capacity: at least ``SHED_MIN_WAITING`` of its commands
+        wait for verdicts and the oldest has waited ``EXCHANGE_WEB_MAX_WAIT_S``, or it holds
+        ``EXCHANGE_WEB_MAX_IN_FLIGHT``. New orders are then refused before they are read (503), so
+        the ones it took are still answered in time: past its CPU, a process reads requests faster
+        than it finishes them, and every order it took more would make every reply later."""
+        limit = settings.EXCHANGE_WEB_MAX_IN_FLIGHT
+        if limit and self.in_flight >= limit:
+            return True
+        wait_limit = settings.EXCHANGE_WEB_MAX_WAIT_S
+        return (
+            bool(wait_limit)
+            and self.in_flight >= SHED_MIN_WAITING
+            and time.monotonic() - next(iter(self.since.values())) > wait_limit
+        )
 
     async def _listen(self) -> None:
         """The verdict channel is subscribed before a command is sent (a verdict published before

@@ -196,10 +196,10 @@ EXCHANGE_MATCHING_BATCH = int(os.environ.get("EXCHANGE_MATCHING_BATCH", "500"))
 EXCHANGE_VERDICT_TIMEOUT_S = float(os.environ.get("EXCHANGE_VERDICT_TIMEOUT_S", "2"))
 EXCHANGE_MAX_BACKLOG = int(os.environ.get("EXCHANGE_MAX_BACKLOG", "500"))
 EXCHANGE_WORKER_STALL_S = float(os.environ.get("EXCHANGE_WORKER_STALL_S", "2"))
-# A web process whose event loop runs this late is past its CPU: new orders get 503 at once
-# rather than wait behind the ones it is already serving. Off (0) by default: a process busy
-# with a burst of WebSocket handshakes runs late too, and would refuse orders it could serve.
-EXCHANGE_WEB_MAX_LAG_S = float(os.environ.get("EXCHANGE_WEB_MAX_LAG_S", "0"))
+# A web process whose oldest waiting command has waited this long for its verdict (with at
+# least 16 waiting) is past its capacity: new orders get 503 before they are read, rather than
+# wait behind the ones it is already serving (0: off).
+EXCHANGE_WEB_MAX_WAIT_S = float(os.environ.get("EXCHANGE_WEB_MAX_WAIT_S", "0.010"))
 # A web process refuses new commands (503) while this many of its own wait for verdicts (0: no
 # limit): past its CPU, it reads requests faster than it can finish them.
 EXCHANGE_WEB_MAX_IN_FLIGHT = int(os.environ.get("EXCHANGE_WEB_MAX_IN_FLIGHT", "128"))

@@ -68,6 +68,11 @@ async def _owner(headers: Mapping[str, str], address: str | None, unavailable: C
         raise Answered(_reply(503, unavailable(refused), 1)) from None
 
 
+def at_capacity(stamp: str) -> wire.OrderReply:
+    message = "this web process is at capacity; the order was not taken, retry shortly"
+    return wire.refused_order_reply(stamp, "MATCHING_UNAVAILABLE", message, details={"component": "web"})
+
+
 @answers
 async def submit(headers: Mapping[str, str], body: bytes, address: str | None) -> Reply:
     """``POST /orders``: always the order-reply shape, except 401/403 (the error envelope)."""
@@ -77,11 +82,8 @@ async def submit(headers: Mapping[str, str], body: bytes, address: str | None) -
         address,
         lambda refused: wire.refused_order_reply(stamp, refused.code, refused.message, details=refused.details),
     )
-    if gateway().overloaded():
-        message = "this web process is at capacity; the order was not taken, retry shortly"
-        return _reply(
-            503, wire.refused_order_reply(stamp, "MATCHING_UNAVAILABLE", message, details={"component": "web"}), 1
-        )
+    if gateway().shedding():
+        return _reply(503, at_capacity(stamp), 1)
     request_id = None
     try:
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
