@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+from django.db import connection
 
 from accounts.models import Team
 from exchange.engine import Phase
@@ -127,6 +128,54 @@ def test_crossing_orders_trade_with_fees_positions_and_cash(make_team: MakeTeam,
     assert taker_frames[1][1]["position"] == -4 and taker_frames[1][1]["order_status"] == "filled"
     assert replies(batch)[1]["filled_quantity"] == 4 and replies(batch)[1]["average_price"] == 100.0
     assert not any(database_violations().values())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_workers_own_commit_writes_every_value_exactly(make_team: MakeTeam, instruments: list[str]) -> None:
+    """Outside a caller's transaction the batch takes the worker's own path (on PostgreSQL the
+    whole batch is one statement reading a JSON document): decimals, quotes, non-ASCII text and
+    nulls come back as they were decided, and a restarted worker finds the same state."""
+    maker, _ = make_team("market_maker")
+    taker, _ = make_team("hedge_fund")
+    runner = Runner()
+    runner.run(submit(maker, c="Q \"1\" 'é'", p="100.05", q=7))
+    batch = runner.run(submit(taker, s="sell", p="99.95", q=3), submit(taker, i='NO\'SUCH "X"'))
+    assert connection.in_atomic_block is False
+
+    resting, taken = (
+        Order.objects.filter(team=maker).get(),
+        Order.objects.filter(team=taker, instrument__isnull=False).get(),
+    )
+    assert (resting.client_order_id, resting.price, resting.status) == (
+        "Q \"1\" 'é'",
+        Decimal("100.05"),
+        "partially_filled",
+    )
+    assert (resting.filled_quantity, resting.remaining_quantity, resting.filled_notional) == (3, 4, Decimal("300.15"))
+    assert (taken.price, taken.filled_notional, taken.status, taken.client_order_id) == (
+        Decimal("99.95"),
+        Decimal("300.15"),
+        "filled",
+        None,
+    )
+    unknown = Order.objects.get(instrument__isnull=True)
+    assert (unknown.instrument_symbol, unknown.status, unknown.error_code) == (
+        'NO\'SUCH "X"',
+        "rejected",
+        "INVALID_INSTRUMENT",
+    )
+    assert Trade.objects.get().price == Decimal("100.05")
+    for team in (maker, taker):
+        fills = Fill.objects.filter(team=team)
+        account = Account.objects.get(team=team)
+        assert account.cash == sum((f.cash_delta for f in fills), Decimal(0))
+        assert account.fees_paid == sum((f.fees for f in fills), Decimal(0)) != 0
+    assert [p.quantity for p in Position.objects.order_by("team_id")] == [3, -3]
+    assert JournalEntry.objects.count() == 3 and len(batch) == 2
+    assert not any(database_violations().values())
+    again = Runner()
+    assert books_differences(again.worker.engine.resting_orders()) == []
+    assert again.worker.teams[maker.pk].cash == runner.worker.teams[maker.pk].cash
 
 
 def test_a_team_registered_after_the_start_trades_in_one_batch(make_team: MakeTeam, instruments: list[str]) -> None:
