@@ -7,6 +7,7 @@ the faults. See docs/reliability.md.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +22,17 @@ def pytest_configure(config: pytest.Config) -> None:
         "chaos: fault drills against the real processes (kill -9, Redis outage, 1,000 WebSockets); "
         "CHAOS_LONG=1 runs the long variants",
     )
+
+
+@pytest.fixture(autouse=True)
+def _steady_clients() -> Iterator[None]:
+    """The drills time replies in this process: what earlier tests left alive is moved out of the
+    collector's sight first, so a full collection cannot stall the clients for a tenth of a
+    second and make a prompt reply look late."""
+    gc.collect()
+    gc.freeze()
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture

@@ -20,12 +20,11 @@ from exchange.wire import OrderReply
 from infra.redis_breaker import redis_on_request_path
 from tradinggame.fastpath import serve_order_path
 
+OWNER = KeyOwner(team_pk=1, role="market_maker", active=True, created_us=0)
 
-async def test_new_orders_are_shed_once_the_oldest_of_enough_waiting_commands_has_waited_too_long(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    settings.EXCHANGE_WEB_MAX_IN_FLIGHT = 0
-    settings.EXCHANGE_WEB_MAX_WAIT_S = 0.05
+
+def held_gateway(monkeypatch: pytest.MonkeyPatch) -> tuple[Gateway, asyncio.Event]:
+    """A gateway whose commands all wait for their verdicts until the event is set."""
     gateway = Gateway()
     release = asyncio.Event()
 
@@ -34,10 +33,18 @@ async def test_new_orders_are_shed_once_the_oldest_of_enough_waiting_commands_ha
         return {"status": "accepted"}
 
     monkeypatch.setattr(gateway, "_command", slow_verdict)
-    owner = KeyOwner(team_pk=1, role="market_maker", active=True, created_us=0)
+    return gateway, release
+
+
+async def test_new_orders_are_shed_once_the_oldest_of_enough_waiting_commands_has_waited_too_long(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.EXCHANGE_WEB_MAX_IN_FLIGHT = 0
+    settings.EXCHANGE_WEB_MAX_WAIT_S = 0.05
+    gateway, release = held_gateway(monkeypatch)
 
     def send(n: int) -> list[asyncio.Task[Any]]:
-        return [asyncio.create_task(gateway.command(owner, {"k": "s"}, True, 5.0)) for _ in range(n)]
+        return [asyncio.create_task(gateway.command(OWNER, {"k": "s"}, True, 5.0)) for _ in range(n)]
 
     waiting = send(SHED_MIN_WAITING - 1)
     await asyncio.sleep(0.06)
@@ -84,19 +91,11 @@ async def test_a_web_process_refuses_commands_past_its_in_flight_limit(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings.EXCHANGE_WEB_MAX_IN_FLIGHT = 2
-    gateway = Gateway()
-    release = asyncio.Event()
-
-    async def slow_verdict(*args: object) -> dict[str, str]:
-        await release.wait()
-        return {"status": "accepted"}
-
-    monkeypatch.setattr(gateway, "_command", slow_verdict)
-    owner = KeyOwner(team_pk=1, role="market_maker", active=True, created_us=0)
-    waiting = [asyncio.create_task(gateway.command(owner, {"k": "s"}, True, 1.0)) for _ in range(2)]
+    gateway, release = held_gateway(monkeypatch)
+    waiting = [asyncio.create_task(gateway.command(OWNER, {"k": "s"}, True, 1.0)) for _ in range(2)]
     await asyncio.sleep(0)
     with pytest.raises(Refused) as refused:
-        await gateway.command(owner, {"k": "s"}, True, 1.0)
+        await gateway.command(OWNER, {"k": "s"}, True, 1.0)
     assert (refused.value.status, refused.value.code, refused.value.details) == (
         503,
         "MATCHING_UNAVAILABLE",
@@ -105,7 +104,7 @@ async def test_a_web_process_refuses_commands_past_its_in_flight_limit(
     release.set()
     assert [await task for task in waiting] == [{"status": "accepted"}] * 2
     assert gateway.in_flight == 0
-    assert await gateway.command(owner, {"k": "s"}, True, 1.0) == {"status": "accepted"}
+    assert await gateway.command(OWNER, {"k": "s"}, True, 1.0) == {"status": "accepted"}
 
 
 async def test_a_command_fails_at_once_while_the_verdict_channel_cannot_subscribe(
@@ -121,11 +120,10 @@ async def test_a_command_fails_at_once_while_the_verdict_channel_cannot_subscrib
             pass
 
     monkeypatch.setattr(gateway.client, "pubsub", Unreachable)
-    owner = KeyOwner(team_pk=1, role="market_maker", active=True, created_us=0)
     started = time.monotonic()
     try:
         with pytest.raises(Refused) as refused:
-            await gateway.command(owner, {"k": "s"}, False, 2.0)
+            await gateway.command(OWNER, {"k": "s"}, False, 2.0)
     finally:
         redis_on_request_path.reset()
         if gateway.listener is not None:
