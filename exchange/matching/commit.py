@@ -18,7 +18,8 @@ from typing import Any
 
 import orjson
 import psycopg
-from django.db import connection, models, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from exchange.matching.state import OrderRec, TeamState
 from exchange.matching.worker import Batch
@@ -98,14 +99,14 @@ def _update(model: type[models.Model], columns: Sequence[str], where: Sequence[s
     return f"UPDATE {quote(model._meta.db_table)} SET {assignments} WHERE {condition}"
 
 
-def _cursor() -> Any:
+def _cursor(db: BaseDatabaseWrapper) -> Any:
     """A cursor of the driver itself (see ``_mark``). On PostgreSQL one that binds values on the
     server, with every statement prepared: the statements are the same in every batch, and
     Django's default client-side binding made psycopg render each row into the SQL text and the
     server parse it again."""
-    connection.ensure_connection()
-    driver = connection.connection
-    if connection.vendor != "postgresql":
+    db.ensure_connection()
+    driver = db.connection
+    if db.vendor != "postgresql":
         return driver.cursor()
     if driver.prepare_threshold != 0:
         driver.prepare_threshold = 0  # this connection's other cursors are Django's, which never prepare
@@ -116,15 +117,15 @@ def _cursor() -> Any:
 
 
 @contextlib.contextmanager
-def _sqlite_transaction() -> Iterator[Any]:
+def _sqlite_transaction(db: Any) -> Iterator[Any]:
     """A batch's transaction on SQLite's own connection, without ``atomic()``'s bookkeeping
     (savepoints, on-commit hooks, switching autocommit), which cost more than a small batch's
     SQL: the writers' file lock (tradinggame.sqlite_backend), then ``BEGIN IMMEDIATE``. Driver
     errors still reach Django as its own, so a broken connection is closed and replaced."""
-    with connection.wrap_database_errors:
-        cursor = _cursor()
-        driver = connection.connection
-        with connection.writer_lock():
+    with db.wrap_database_errors:
+        cursor = _cursor(db)
+        driver = db.connection
+        with db.writer_lock():
             driver.execute("BEGIN IMMEDIATE")
             try:
                 yield cursor
@@ -141,10 +142,14 @@ def write_batch(
     stored_accounts: set[int],
 ) -> None:
     """Everything the batch decided, in one transaction; marks what now exists in the database."""
-    now = connection.ops.adapt_datetimefield_value(batch.now)
+    # The connection looked up once: each attribute of Django's ``connection`` proxy is a
+    # context-local lookup, a few microseconds each, a dozen times a batch.
+    db = connections[DEFAULT_DB_ALIAS]
+    adapt = db.ops.adapt_datetimefield_value
+    now = adapt(batch.now)
 
     def order_row(o: OrderRec) -> tuple[Any, ...]:
-        created = now if o.created_at is batch.now else connection.ops.adapt_datetimefield_value(o.created_at)
+        created = now if o.created_at is batch.now else adapt(o.created_at)
         return (
             o.pk,
             o.team,
@@ -174,16 +179,16 @@ def write_batch(
     new_accounts = [pk for pk in batch.accounts if pk not in stored_accounts]
     # Operator commands write through the ORM, and a caller may already be in a transaction (a
     # test deciding in its own): Django's transaction then.
-    if batch.operator_writes or connection.in_atomic_block:
+    if batch.operator_writes or db.in_atomic_block:
         with transaction.atomic():
-            _write_rows(_cursor(), _rows(batch, teams, now, order_row, stored_positions, stored_accounts))
+            _write_rows(_cursor(db), _rows(batch, teams, now, order_row, stored_positions, stored_accounts))
             for write in batch.operator_writes:
                 write()
-    elif connection.vendor == "postgresql":
-        with connection.wrap_database_errors:
-            _write_document(_cursor(), _document_rows(batch, teams, now, order_row))
+    elif db.vendor == "postgresql":
+        with db.wrap_database_errors:
+            _write_document(_cursor(db), _document_rows(batch, teams, now, order_row))
     else:
-        with _sqlite_transaction() as cursor:
+        with _sqlite_transaction(db) as cursor:
             _write_rows(cursor, _rows(batch, teams, now, order_row, stored_positions, stored_accounts))
     for order in batch.new_orders:
         order.stored = True
@@ -203,6 +208,7 @@ class Write:
     conflict: tuple[str, ...] = ()
     updates: tuple[str, ...] = ()
 
+    @functools.cached_property
     def sql(self) -> str:
         """The statement for ``executemany``."""
         if self.where:
@@ -294,7 +300,7 @@ def _write_rows(cursor: Any, rows: list[list[tuple[Any, ...]]]) -> None:
     """One ``executemany`` per statement that has rows."""
     for write, table_rows in zip(WRITES, rows, strict=True):
         if table_rows:
-            cursor.executemany(write.sql(), table_rows)
+            cursor.executemany(write.sql, table_rows)
 
 
 # --- PostgreSQL: the whole batch in one statement --------------------------------------------------

@@ -21,11 +21,18 @@ from django.db.backends.sqlite3 import base
 class DatabaseWrapper(base.DatabaseWrapper):
     _lock_fd: int | None = None
 
+    def _in_memory(self) -> bool:
+        """``is_in_memory_db()``, asked once: the database's name does not change."""
+        known = self.__dict__.get("_in_memory_db")
+        if known is None:
+            known = self.__dict__["_in_memory_db"] = self.is_in_memory_db()
+        return known
+
     def _writer_lock_path(self) -> str:
         return f"{self.settings_dict['NAME']}.writer-lock"
 
     def _take_writer_lock(self) -> None:
-        if not self.is_in_memory_db():
+        if not self._in_memory():
             if self._lock_fd is None:
                 self._lock_fd = os.open(self._writer_lock_path(), os.O_RDWR | os.O_CREAT, 0o600)
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
