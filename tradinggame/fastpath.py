@@ -15,9 +15,7 @@ from exchange import clock, wire
 from exchange.api import order_views
 from exchange.api.order_input import MAX_BODY
 from exchange.codes import RejectCode
-from exchange.gateway import gateway
 
-SHED_HEADERS = [*order_views.JSON, (b"retry-after", b"1")]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -40,19 +38,21 @@ async def read_body(receive: Receive) -> bytes | None:
 
 
 async def serve_order_path(scope: dict[str, Any], receive: Receive, send: Send) -> None:
-    if scope["method"] == "POST" and scope["path"] == "/orders" and gateway().shedding():
-        # Past its capacity, the process refuses a new order before reading it: a refusal that
-        # costs little, so the orders it took are still answered in time.
-        payload = orjson.dumps(order_views.at_capacity(clock.iso(clock.now())))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 503,
-                "headers": [*SHED_HEADERS, (b"content-length", str(len(payload)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
-        return
+    # Past its capacity, the process refuses a new order before reading it: a refusal that costs
+    # little, so the orders it took are still answered in time.
+    shed = order_views.at_capacity() if scope["method"] == "POST" and scope["path"] == "/orders" else None
+    status, payload, extra = shed or await _route(scope, receive)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*extra, (b"content-length", str(len(payload)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def _route(scope: dict[str, Any], receive: Receive) -> order_views.Reply:
     headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
     client = scope.get("client")
     address = str(client[0]) if client else None
@@ -77,11 +77,4 @@ async def serve_order_path(scope: dict[str, Any], receive: Receive, send: Send) 
     else:  # POST /orders/{id}: the route exists for GET and DELETE only
         payload = orjson.dumps({"error": {"code": "METHOD_NOT_ALLOWED", "message": "use GET or DELETE", "details": {}}})
         status, extra = 405, [*order_views.JSON, (b"allow", b"GET, DELETE")]
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [*extra, (b"content-length", str(len(payload)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
+    return status, payload, extra

@@ -31,7 +31,9 @@ def by_method(drf_view: type[APIView]) -> Callable[..., Any]:
     async def view(request: HttpRequest, order_id: str | None = None) -> HttpResponse:
         address = client_address(request.META)
         if request.method == "POST" and order_id is None:
-            return response(await order_views.submit(request.headers, request.body, address))
+            return response(
+                order_views.at_capacity() or await order_views.submit(request.headers, request.body, address)
+            )
         if request.method == "DELETE" and order_id is None:
             return response(await order_views.cancel_all(request.headers, request.GET, address))
         if request.method == "DELETE":

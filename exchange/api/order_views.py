@@ -68,9 +68,16 @@ async def _owner(headers: Mapping[str, str], address: str | None, unavailable: C
         raise Answered(_reply(503, unavailable(refused), 1)) from None
 
 
-def at_capacity(stamp: str) -> wire.OrderReply:
+def at_capacity() -> Reply | None:
+    """``POST /orders`` refused before its request is read (503) while this process sheds new
+    orders (``Gateway.shedding``); None otherwise. Every route to ``submit`` asks this first."""
+    if not gateway().shedding():
+        return None
     message = "this web process is at capacity; the order was not taken, retry shortly"
-    return wire.refused_order_reply(stamp, "MATCHING_UNAVAILABLE", message, details={"component": "web"})
+    stamp = clock.iso(clock.now())
+    return _reply(
+        503, wire.refused_order_reply(stamp, "MATCHING_UNAVAILABLE", message, details={"component": "web"}), 1
+    )
 
 
 @answers
@@ -82,8 +89,6 @@ async def submit(headers: Mapping[str, str], body: bytes, address: str | None) -
         address,
         lambda refused: wire.refused_order_reply(stamp, refused.code, refused.message, details=refused.details),
     )
-    if gateway().shedding():
-        return _reply(503, at_capacity(stamp), 1)
     request_id = None
     try:
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()

@@ -20,6 +20,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import Team
 from exchange.delivery import team_group
+from exchange.gateway import Gateway
 from exchange.matching import loop, queue
 from exchange.matching.publish import layer_channel
 from exchange.models import Instrument, JournalEntry, Order
@@ -639,6 +640,18 @@ def test_no_worker_is_503_and_nothing_is_stored_or_queued(
     reply = refused(response, 503, "MATCHING_UNAVAILABLE")
     assert (reply["client_order_id"], reply["request_id"]) == ("c-1", "r-1")
     assert reply["details"] == {"component": "matching"} and response["Retry-After"] == "1"
+    assert no_worker.llen(queue.QUEUE) == 0 and Order.objects.count() == 0
+
+
+def test_a_web_process_past_its_capacity_refuses_a_new_order_before_reading_it(
+    trader: tuple[Team, str], api: Api, no_worker: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Gateway, "shedding", lambda self: True)
+    _, key = trader
+    response = post(api, key, {**ORDER, "client_order_id": "c-1"})
+    reply = refused(response, 503, "MATCHING_UNAVAILABLE")
+    assert reply["client_order_id"] is None  # the body was not read
+    assert reply["details"] == {"component": "web"} and response["Retry-After"] == "1"
     assert no_worker.llen(queue.QUEUE) == 0 and Order.objects.count() == 0
 
 
