@@ -56,8 +56,9 @@ class Gateway:
         self.queued: list[tuple[list[str], list[Any], asyncio.Future[Any]]] = []
         self.waiting: dict[int, asyncio.Future[Any]] = {}
         self.early: dict[int, tuple[Any, float]] = {}  # verdicts that beat their request's own reply
-        self.in_flight = 0  # commands between the view and their verdict, in this process
-        self.since: OrderedDict[int, float] = OrderedDict()  # serial -> when each of them came, oldest first
+        # The commands between the view and their verdict, in this process: serial -> when each
+        # came, oldest first.
+        self.since: OrderedDict[int, float] = OrderedDict()
         self.serial = 0
         self.keys = KeyCache()
         self.cleared: dict[str | None, float] = {}  # address -> when it was last seen unrefused
@@ -66,6 +67,11 @@ class Gateway:
         self.listening: asyncio.Event = asyncio.Event()
         self.listener: asyncio.Task[None] | None = None
         self.listen_failed = False  # the listener's last subscription attempt failed
+
+    @property
+    def in_flight(self) -> int:
+        """How many commands of this process wait for their verdicts."""
+        return len(self.since)
 
     # --- authentication: the key cache, Redis on a miss ---------------------------------------------
     async def owner(self, key: str | None, address: str | None) -> KeyOwner:
@@ -159,14 +165,12 @@ class Gateway:
                 1,
                 {"component": "web"},
             )
-        self.in_flight += 1
         self.serial += 1
         serial = self.serial
         self.since[serial] = started
         try:
             return await self._command(owner, command, limited, timeout_s, started)
         finally:
-            self.in_flight -= 1
             del self.since[serial]
 
     async def _command(
