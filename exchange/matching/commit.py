@@ -176,12 +176,15 @@ def write_batch(
         )
 
     new_positions = [key for key in batch.positions if key not in stored_positions]
+    old_positions = [key for key in batch.positions if key in stored_positions]
     new_accounts = [pk for pk in batch.accounts if pk not in stored_accounts]
+    old_accounts = [pk for pk in batch.accounts if pk in stored_accounts]
+    split = (new_positions, old_positions, new_accounts, old_accounts)
     # Operator commands write through the ORM, and a caller may already be in a transaction (a
     # test deciding in its own): Django's transaction then.
     if batch.operator_writes or db.in_atomic_block:
         with transaction.atomic():
-            _write_rows(_cursor(db), _rows(batch, teams, now, order_row, stored_positions, stored_accounts))
+            _write_rows(_cursor(db), _rows(batch, teams, now, order_row, *split))
             for write in batch.operator_writes:
                 write()
     elif db.vendor == "postgresql":
@@ -189,7 +192,7 @@ def write_batch(
             _write_document(_cursor(db), _document_rows(batch, teams, now, order_row))
     else:
         with _sqlite_transaction(db) as cursor:
-            _write_rows(cursor, _rows(batch, teams, now, order_row, stored_positions, stored_accounts))
+            _write_rows(cursor, _rows(batch, teams, now, order_row, *split))
     for order in batch.new_orders:
         order.stored = True
     stored_positions.update(new_positions)
@@ -258,14 +261,12 @@ def _rows(
     teams: dict[int, TeamState],
     now: Any,
     order_row: Callable[[OrderRec], tuple[Any, ...]],
-    stored_positions: set[tuple[int, str]],
-    stored_accounts: set[int],
+    new_positions: list[tuple[int, str]],
+    old_positions: list[tuple[int, str]],
+    new_accounts: list[int],
+    old_accounts: list[int],
 ) -> list[list[tuple[Any, ...]]]:
     """The rows of each of ``WRITES``, in its order."""
-    new_positions = [key for key in batch.positions if key not in stored_positions]
-    old_positions = [key for key in batch.positions if key in stored_positions]
-    new_accounts = [pk for pk in batch.accounts if pk not in stored_accounts]
-    old_accounts = [pk for pk in batch.accounts if pk in stored_accounts]
     return [
         [order_row(o) for o in batch.new_orders],
         [
