@@ -21,12 +21,15 @@ from django.db.backends.sqlite3 import base
 class DatabaseWrapper(base.DatabaseWrapper):
     _lock_fd: int | None = None
 
+    _in_memory_of: tuple[str, bool] | None = None
+
     def _in_memory(self) -> bool:
-        """``is_in_memory_db()``, asked once: the database's name does not change."""
-        known = self.__dict__.get("_in_memory_db")
-        if known is None:
-            known = self.__dict__["_in_memory_db"] = self.is_in_memory_db()
-        return known
+        """``is_in_memory_db()``, asked again only when the database's name changes (the test
+        runner renames it to the test database's)."""
+        name = str(self.settings_dict["NAME"])
+        if self._in_memory_of is None or self._in_memory_of[0] != name:
+            self._in_memory_of = (name, self.is_in_memory_db())
+        return self._in_memory_of[1]
 
     def _writer_lock_path(self) -> str:
         return f"{self.settings_dict['NAME']}.writer-lock"
